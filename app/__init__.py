@@ -1,0 +1,1 @@
+"""imagehook: a callback-driven gateway for asynchronous image generation."""

@@ -1,0 +1,1 @@
+"""HTTP routes: the client API, the provider callbacks and health checks."""

@@ -1,0 +1,36 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.db.migrate import current_revision
+from app.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the database answers and its schema is at the migrations' head."""
+    deps: Deps = request.state.deps
+    head = request.state.schema_head
+    try:
+        current = await current_revision(deps.engine)
+    except Exception as exc:
+        log.warning("readiness check: database unreachable: %s", type(exc).__name__)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    if current != head:
+        body = {"status": "unavailable", "database": "ok", "migration": current, "expected": head}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "database": "ok", "migration": current})
+
+
+routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

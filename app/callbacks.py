@@ -1,0 +1,114 @@
+"""Kie.ai callbacks: verify, keep in the inbox, apply. Nothing is parsed before it is verified."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from app.db import queries
+from app.db.models import CallbackEvent
+from app.deps import Deps
+from app.domain import Update
+from app.errors import ProviderError
+from app.providers import kie, kie_signature
+from app.services import apply_update, callback_token
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_WINDOW_S = 300
+KEPT_HEADERS = ("content-type", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int
+    verdict: str
+    message: str = "success"
+
+
+REJECTED_TOKEN = Verdict(401, "rejected:token", "Invalid callback credentials")
+REJECTED_SIGNATURE = Verdict(401, "rejected:signature", "Invalid callback signature")
+REJECTED_TIMESTAMP = Verdict(401, "rejected:timestamp", "Callback timestamp outside the allowed window")
+MALFORMED = Verdict(400, "rejected:malformed", "Malformed callback body")
+# Kie could not confirm it just now: answered 200, and the sweeper asks Kie at once instead.
+UNCONFIRMED = Verdict(200, "unconfirmed")
+
+
+async def receive_kie_callback(deps: Deps, task_id: str, token: str, headers: Mapping[str, str], raw: bytes) -> Verdict:
+    verdict, change = _verify_and_read(deps, task_id, token, headers, raw)
+    if change is not None and deps.settings.callback_confirm and deps.kie is not None:
+        change = await _confirm(deps.kie, change)
+        verdict = verdict if change is not None else UNCONFIRMED
+    async with deps.sessions.begin() as session:
+        if change is not None:
+            outcome = await apply_update(session, task_id, change, "callback", deps.clock())
+            verdict = Verdict(200, outcome.value)
+        elif verdict is UNCONFIRMED:
+            await queries.reschedule(session, task_id, deps.clock())
+        session.add(
+            CallbackEvent(
+                task_id=task_id[:40],
+                provider="kie",
+                received_at=deps.clock(),
+                headers={name: headers[name] for name in KEPT_HEADERS if name in headers},
+                body=raw.decode("utf-8", errors="replace"),
+                verdict=verdict.verdict,
+            )
+        )
+    if verdict.status != 200:
+        log.warning("callback for task %s refused: %s", task_id, verdict.verdict)
+    return verdict
+
+
+def _verify_and_read(
+    deps: Deps, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+) -> tuple[Verdict, Update | None]:
+    expected = callback_token(deps.settings.secret, task_id)
+    if not hmac.compare_digest(expected.encode(), token.encode()):
+        return REJECTED_TOKEN, None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return MALFORMED, None
+    hmac_key = deps.settings.kieai_webhook_hmac_key
+    if hmac_key is not None:
+        refused = _check_signature(hmac_key, body, headers, deps.clock().timestamp())
+        if refused is not None:
+            return refused, None
+    try:
+        _, change = kie.read_callback(body)
+    except ValueError:
+        return MALFORMED, None
+    return Verdict(200, "accepted"), change
+
+
+def _check_signature(key: str, body: object, headers: Mapping[str, str], now: float) -> Verdict | None:
+    timestamp = headers.get("x-webhook-timestamp", "")
+    signature = headers.get("x-webhook-signature", "")
+    try:
+        upstream_id = kie.callback_task_id(body)
+        age = abs(now - int(timestamp))
+    except ValueError:
+        return REJECTED_SIGNATURE
+    if not kie_signature.is_valid(key, upstream_id, timestamp, signature):
+        return REJECTED_SIGNATURE
+    if age > SIGNATURE_WINDOW_S:
+        return REJECTED_TIMESTAMP
+    return None
+
+
+async def _confirm(client: kie.KieClient, change: Update) -> Update | None:
+    """CALLBACK_CONFIRM=1: Kie's signature does not cover the body, so ask recordInfo instead.
+
+    If Kie cannot be asked now, the callback is only a hint: the sweeper will ask later.
+    """
+    assert change.upstream_id is not None
+    try:
+        confirmed = await client.record_info(change.upstream_id)
+    except ProviderError as exc:
+        log.warning("could not confirm callback for %s: %s", change.upstream_id, exc.message)
+        return None
+    return replace(confirmed, upstream_id=change.upstream_id)

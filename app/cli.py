@@ -1,0 +1,175 @@
+"""The `imagehook` command: serve | migrate | sweep | emulator | keys create NAME."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+import uvicorn
+
+from app.db.engine import create_engine
+from app.db.migrate import upgrade
+from app.deps import open_deps
+from app.keys import create_key
+from app.settings import Settings, SettingsError
+from app.sweeper import run_sweeper, sweep_once
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        args.run(args)
+    except SettingsError as exc:
+        sys.exit(f"imagehook: configuration error: {exc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagehook", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (and its sweeper)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-sweeper", action="store_true", help="leave sweeping to `imagehook sweep`")
+    serve.add_argument(
+        "--emulator", action="store_true", help="start the bundled Kie.ai emulator and use it (development)"
+    )
+    serve.add_argument("--emulator-port", type=int, default=8765)
+    serve.set_defaults(run=cmd_serve)
+
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=cmd_migrate)
+
+    sweep = commands.add_parser("sweep", help="run the sweeper alone")
+    sweep.add_argument("--once", action="store_true", help="one round, then exit")
+    sweep.set_defaults(run=cmd_sweep)
+
+    emulator = commands.add_parser("emulator", help="run the local Kie.ai emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument("--api-key", default=os.environ.get("EMULATOR_API_KEY", "emulator-key"))
+    emulator.add_argument("--hmac-key", default=os.environ.get("EMULATOR_HMAC_KEY"))
+    emulator.set_defaults(run=cmd_emulator)
+
+    keys = commands.add_parser("keys", help="manage client API keys")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("name")
+    create.add_argument("--quiet", action="store_true", help="print only the key")
+    create.set_defaults(run=cmd_keys_create)
+    return parser
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs full request URLs at INFO; callback URLs carry per-task secrets.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def run_server(app: object, host: str, port: int) -> None:
+    # No access log: callback paths carry per-task secrets.
+    config = uvicorn.Config(app, host=host, port=port, http="httptools", access_log=False, lifespan="on")  # type: ignore[arg-type]
+    uvicorn.Server(config).run()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from app.main import create_app
+
+    emulator = start_emulator(args) if args.emulator else None
+    try:
+        settings = Settings.from_environ()
+        if emulator is not None:
+            asyncio.run(migrate_and_print_welcome(settings, args))
+        run_server(create_app(settings, run_sweeper_in_process=not args.no_sweeper), args.host, args.port)
+    finally:
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait(timeout=10)
+
+
+def start_emulator(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """Development mode: a local Kie.ai on its own port, with signed callbacks switched on."""
+    api_key, hmac_key = "emu_" + secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    base_url = f"http://127.0.0.1:{args.emulator_port}"
+    env = {**os.environ, "EMULATOR_API_KEY": api_key, "EMULATOR_HMAC_KEY": hmac_key}
+    command = [sys.executable, "-m", "app", "emulator", "--port", str(args.emulator_port)]
+    process = subprocess.Popen(command, env=env)
+    os.environ.update(KIEAI_API_KEY=api_key, KIEAI_BASE_URL=base_url, KIEAI_WEBHOOK_HMAC_KEY=hmac_key)
+    os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{args.port}")
+    for _ in range(100):
+        try:
+            httpx.get(base_url + "/emulator/calls", timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.terminate()
+    sys.exit(f"imagehook: the emulator did not start on {base_url}")
+
+
+async def migrate_and_print_welcome(settings: Settings, args: argparse.Namespace) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    async with open_deps(settings) as deps:
+        _, key = await create_key(deps, "dev")
+    base = f"http://{args.host}:{args.port}"
+    print(
+        f"\nimagehook on {base}, using the Kie.ai emulator on {settings.kieai_base_url}\n"
+        f"API key (shown once): {key}\n\n"
+        f"  curl -s -X POST {base}/api/images/generate -H 'Authorization: Bearer {key}' \\\n"
+        f"       -H 'Content-Type: application/json' -d '{{\"prompt\": \"a lighthouse at dawn\"}}'\n"
+        f"  curl -s '{base}/api/images/status?taskId=<taskId>' -H 'Authorization: Bearer {key}'\n",
+        flush=True,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    async def run() -> None:
+        engine = create_engine(Settings.from_environ().database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    settings = Settings.from_environ()
+
+    async def run() -> None:
+        async with open_deps(settings) as deps:
+            if args.once:
+                print(dict(await sweep_once(deps)))
+            else:
+                await run_sweeper(deps, settings.sweep_interval_s)
+
+    asyncio.run(run())
+
+
+def cmd_emulator(args: argparse.Namespace) -> None:
+    from app.emulator import create_emulator
+
+    run_server(create_emulator(api_key=args.api_key, hmac_key=args.hmac_key), args.host, args.port)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    async def run() -> tuple[int, str]:
+        async with open_deps(Settings.from_environ()) as deps:
+            return await create_key(deps, args.name)
+
+    key_id, key = asyncio.run(run())
+    if args.quiet:
+        print(key)
+    else:
+        print(f"Created API key #{key_id} '{args.name}'. It is shown only once:\n{key}")

@@ -1,0 +1,106 @@
+"""Queries over the tables. None of them commits: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import ApiKey, Task, TaskEvent
+from app.domain import TERMINAL, State, Update, states_before
+
+
+async def find_api_key_id(session: AsyncSession, key_hash: str) -> int | None:
+    stmt = select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_task(session: AsyncSession, task_id: str, api_key_id: int | None = None) -> Task | None:
+    stmt = select(Task).where(Task.id == task_id)
+    if api_key_id is not None:
+        stmt = stmt.where(Task.api_key_id == api_key_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def advance_task(session: AsyncSession, task_id: str, change: Update, now: datetime) -> bool:
+    """Move a task forward to change.state if, and only if, that is a forward move.
+
+    One conditional UPDATE, so concurrent updates from callbacks and sweepers on any
+    replica cannot both win, and SQLite never has to upgrade a read lock to a write lock.
+    """
+    values: dict[str, Any] = {"state": change.state.value, "updated_at": now}
+    if change.upstream_id:
+        values["upstream_id"] = case((Task.upstream_id.is_(None), change.upstream_id), else_=Task.upstream_id)
+    if change.state.terminal:
+        values |= {
+            "image_urls": list(change.image_urls),
+            "fail_code": change.fail_code,
+            "fail_msg": change.fail_msg,
+            "cost_time_ms": change.cost_time_ms,
+            "completed_at": now,
+            "next_check_at": None,
+        }
+    allowed = [s.value for s in states_before(change.state)]
+    stmt = update(Task).where(Task.id == task_id, Task.state.in_(allowed)).values(**values)
+    result = await session.execute(stmt.execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def record_submission(
+    session: AsyncSession, task_id: str, upstream_id: str, now: datetime, next_check_at: datetime
+) -> None:
+    """Store the upstream id; a task an early callback already finished stays finished."""
+    stmt = (
+        update(Task)
+        .where(Task.id == task_id)
+        .values(
+            upstream_id=upstream_id,
+            submitted_at=now,
+            submit_attempts=Task.submit_attempts + 1,
+            next_check_at=case((Task.state.in_([s.value for s in TERMINAL]), None), else_=next_check_at),
+        )
+    )
+    await session.execute(stmt.execution_options(synchronize_session=False))
+
+
+async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetime, **counters: int) -> None:
+    """Set when the sweeper looks next; never revives a terminal task."""
+    stmt = (
+        update(Task)
+        .where(Task.id == task_id, Task.state.not_in([s.value for s in TERMINAL]))
+        .values(next_check_at=next_check_at, **counters)
+    )
+    await session.execute(stmt.execution_options(synchronize_session=False))
+
+
+async def claim_due(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[Task]:
+    """Claim up to `limit` due tasks by pushing their next check to `lease_until`.
+
+    On PostgreSQL the inner SELECT takes row locks with SKIP LOCKED, so concurrent
+    sweepers on several replicas claim disjoint sets; SQLite has one writer anyway.
+    """
+    due = (
+        select(Task.id)
+        .where(Task.next_check_at <= now)
+        .order_by(Task.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Task)
+        .where(Task.id.in_(due.scalar_subquery()))
+        .values(next_check_at=lease_until)
+        .returning(Task)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+def add_event(
+    session: AsyncSession, task_id: str, now: datetime, source: str, state: State, outcome: str, **detail: Any
+) -> None:
+    detail = {key: value for key, value in detail.items() if value not in (None, (), [])}
+    session.add(TaskEvent(task_id=task_id, at=now, source=source, to_state=state.value, outcome=outcome, detail=detail))

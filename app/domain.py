@@ -1,0 +1,64 @@
+"""Task states, the transition rule and retry pacing. Pure: no I/O."""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+TERMINAL = frozenset({State.SUCCESS, State.FAIL})
+_RANK = {State.PENDING: 0, State.PROCESSING: 1, State.SUCCESS: 2, State.FAIL: 2}
+TIMED_OUT_MSG = "Task timed out"
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a provider says about a task, in imagehook's terms."""
+
+    state: State
+    image_urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_msg: str | None = None
+    cost_time_ms: int | None = None
+    upstream_id: str | None = None
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+def states_before(state: State) -> tuple[State, ...]:
+    """States a task may move from into `state`: strictly earlier ones only.
+
+    This is the whole transition rule. Nothing leaves a terminal state and nothing
+    moves backwards, so a duplicate or stale update changes nothing.
+    """
+    return tuple(s for s in State if s.rank < state.rank)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    base_s: float
+    cap_s: float
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.cap_s, self.base_s * self.factor ** max(attempt - 1, 0))
+        # Jitter between half and the full step keeps replicas from moving in lockstep
+        # while still guaranteeing progress away from a struggling upstream.
+        return ceiling * (0.5 + 0.5 * (rng or random).random())

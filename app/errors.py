@@ -1,0 +1,73 @@
+"""Errors, and how each reaches a client.
+
+GatewayError                 answered as {"error": message} with .status
+ ├── BadRequest              400  invalid input, named field
+ ├── UpstreamRejected        400  "Kie.ai error: <upstream msg>"
+ ├── Unauthorized            401
+ ├── NotFound                404  unknown task, or another client's task
+ ├── PayloadTooLarge         413
+ └── NotConfigured           500  "Kie.ai API key not configured"
+
+ProviderError                raised by provider clients, never shown raw
+ ├── ProviderUnavailable     transient: timeout, 429, 5xx, 455 -> retry later
+ └── ProviderRejected        definitive: the upstream refused the request
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class UpstreamRejected(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+
+
+class NotConfigured(GatewayError):
+    status = 500
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code})"
+
+
+class ProviderUnavailable(ProviderError):
+    """Worth retrying later; retry_after is the upstream's hint in seconds, if any."""
+
+    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(ProviderError):
+    """The upstream will not accept this request as it stands; retrying is pointless."""

@@ -1,0 +1,65 @@
+"""The ASGI application: routes, error mapping, and the lifespan that owns Deps and the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from app.api import callbacks, health, images
+from app.db.migrate import head_revision
+from app.deps import Deps, open_deps
+from app.errors import GatewayError
+from app.settings import Settings
+from app.sweeper import run_sweeper
+
+log = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    deps: Deps
+    schema_head: str | None
+
+
+def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        async with open_deps(settings) as deps:
+            sweeper = None
+            if run_sweeper_in_process and settings.sweep_interval_s > 0:
+                sweeper = asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s), name="sweeper")
+            try:
+                yield {"deps": deps, "schema_head": head_revision(settings.database_url)}
+            finally:
+                if sweeper is not None:
+                    sweeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeper
+
+    return Starlette(
+        routes=[*images.routes, *callbacks.routes, *health.routes],
+        lifespan=lifespan,
+        exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: server_error},
+    )
+
+
+async def gateway_error(request: Request, exc: Any) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Any) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    # The endpoint name, not the path: callback paths carry a secret.
+    endpoint = getattr(request.scope.get("endpoint"), "__name__", "unknown endpoint")
+    log.error("unhandled error in %s %s", request.method, endpoint, exc_info=exc)
+    return JSONResponse({"error": "Internal server error"}, status_code=500)

@@ -1,0 +1,1 @@
+"""Upstream image providers: their HTTP clients, model tables and wire formats."""

@@ -1,0 +1,86 @@
+"""Configuration, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/imagehook.db"
+DEV_SECRET_FILE = Path("var/imagehook.secret")
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    public_base_url: str = "http://127.0.0.1:8000"
+    kieai_api_key: str | None = field(default=None, repr=False)
+    kieai_base_url: str = "https://api.kie.ai"
+    kieai_webhook_hmac_key: str | None = field(default=None, repr=False)
+    secret: str = field(default="", repr=False)
+    sweep_interval_s: float = 5.0
+    stale_after_s: float = 90.0
+    task_timeout_s: float = 900.0
+    callback_confirm: bool = False
+    upstream_timeout_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        api_key = env.get("KIEAI_API_KEY") or None
+        base_url = env.get("KIEAI_BASE_URL", cls.kieai_base_url).rstrip("/")
+        return cls(
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            public_base_url=env.get("PUBLIC_BASE_URL", cls.public_base_url).rstrip("/"),
+            kieai_api_key=api_key,
+            kieai_base_url=base_url,
+            kieai_webhook_hmac_key=env.get("KIEAI_WEBHOOK_HMAC_KEY") or None,
+            secret=_secret(env, production=api_key is not None and base_url == cls.kieai_base_url),
+            sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", cls.sweep_interval_s),
+            stale_after_s=_number(env, "STALE_AFTER_S", cls.stale_after_s),
+            task_timeout_s=_number(env, "TASK_TIMEOUT_S", cls.task_timeout_s),
+            callback_confirm=env.get("CALLBACK_CONFIRM", "0") == "1",
+            upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _secret(env: Mapping[str, str], *, production: bool) -> str:
+    """IMAGEHOOK_SECRET derives callback secrets, so it must outlive restarts.
+
+    Against the real Kie.ai it is required. In development (no key, or a non-default
+    KIEAI_BASE_URL such as the emulator) one is generated once and kept in var/.
+    """
+    value = env.get("IMAGEHOOK_SECRET")
+    if value:
+        if len(value) < 16:
+            raise SettingsError("IMAGEHOOK_SECRET must be at least 16 characters")
+        return value
+    if production:
+        raise SettingsError("IMAGEHOOK_SECRET is required when KIEAI_API_KEY is set")
+    if DEV_SECRET_FILE.exists():
+        return DEV_SECRET_FILE.read_text().strip()
+    DEV_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    DEV_SECRET_FILE.write_text(value)
+    DEV_SECRET_FILE.chmod(0o600)
+    return value

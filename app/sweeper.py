@@ -1,0 +1,96 @@
+"""The fallback sweeper: sends tasks that never reached Kie, asks Kie about tasks whose
+callback is late, and times out tasks that never finish. Safe to run on every replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import timedelta
+
+from app import services
+from app.db import queries
+from app.db.models import Task
+from app.deps import Deps
+from app.domain import TIMED_OUT_MSG, Backoff, State, Update
+from app.errors import ProviderError, UpstreamRejected
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+CONCURRENCY = 10
+
+
+def check_backoff(deps: Deps) -> Backoff:
+    """Later checks of a late task: quick at first, then at most every 5 minutes."""
+    return Backoff(base_s=max(min(deps.settings.stale_after_s, 15.0), 0.5), cap_s=300.0)
+
+
+async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
+    """Claim due tasks and work each one outside any transaction. Returns what was done."""
+    now = deps.clock()
+    # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
+    lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
+    async with deps.sessions.begin() as session:
+        tasks = await queries.claim_due(session, now, lease_until, limit)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def visit(task: Task) -> str:
+        async with gate:
+            return await visit_task(deps, task)
+
+    return Counter(await asyncio.gather(*(visit(task) for task in tasks)))
+
+
+async def visit_task(deps: Deps, task: Task) -> str:
+    try:
+        if deps.clock() >= task.created_at + timedelta(seconds=deps.settings.task_timeout_s):
+            await services.update_task(
+                deps, task.id, Update(State.FAIL, fail_code="timeout", fail_msg=TIMED_OUT_MSG), "sweep"
+            )
+            return "timed_out"
+        if deps.kie is None:
+            return "no_provider"
+        if task.upstream_id is None:
+            await services.send_task(deps, task)
+            return "resubmitted"
+        return await check_task(deps, task)
+    except UpstreamRejected:
+        return "rejected"
+    except Exception:
+        # One bad task must not stop the round; its lease expires and it is retried.
+        log.exception("sweeper failed on task %s", task.id)
+        return "error"
+
+
+async def check_task(deps: Deps, task: Task) -> str:
+    assert deps.kie is not None and task.upstream_id is not None
+    try:
+        change = await deps.kie.record_info(task.upstream_id)
+    except ProviderError as exc:
+        log.info("recordInfo for %s failed: %s", task.id, exc.message)
+        change = None
+    if change is not None and change.state.terminal:
+        await services.update_task(deps, task.id, change, "sweep")
+        return "completed"
+    attempt = task.check_attempts + 1
+    async with deps.sessions.begin() as session:
+        if change is not None:
+            await services.apply_update(session, task.id, change, "sweep", deps.clock())
+        next_check = services.before_deadline(deps, task, check_backoff(deps).delay(attempt))
+        await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
+    return "checked"
+
+
+async def run_sweeper(deps: Deps, interval_s: float) -> None:
+    """Sweep forever. A full batch means more is due, so the next round starts at once."""
+    while True:
+        try:
+            done = await sweep_once(deps)
+        except Exception:
+            log.exception("sweep round failed")
+            done = Counter()
+        if done:
+            log.info("sweep: %s", dict(done))
+        if done.total() < BATCH_SIZE:
+            await asyncio.sleep(interval_s)
