@@ -221,10 +221,7 @@ async def task_events(sessions: async_sessionmaker[Any], task_id: str) -> list[t
         return [tuple(row) for row in await session.execute(stmt.order_by(TaskEvent.id))]
 
 
-
-async def wait_until(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 10.0
-) -> Any:
+async def wait_until(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 10.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
