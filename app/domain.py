@@ -58,7 +58,8 @@ class Backoff:
     factor: float = 2.0
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.cap_s, self.base_s * self.factor ** max(attempt - 1, 0))
+        # The exponent is bounded so very late attempts stay at the cap instead of overflowing.
+        ceiling = min(self.cap_s, self.base_s * self.factor ** min(max(attempt - 1, 0), 64))
         # Jitter between half and the full step keeps replicas from moving in lockstep
         # while still guaranteeing progress away from a struggling upstream.
         return ceiling * (0.5 + 0.5 * (rng or random).random())

@@ -14,6 +14,7 @@ from app.errors import ProviderRejected, ProviderUnavailable
 # Body codes that mean "try again later"; every other non-200 code is a definitive refusal.
 # 505 (feature disabled) is a 5xx but will not heal by itself, so it is not here.
 TRANSIENT_CODES = frozenset({408, 429, 455, 500, 501, 502, 503, 504, 550})
+MAX_RETRY_AFTER_S = 3600.0
 KIE_STATES = {
     "waiting": State.PENDING,
     "queuing": State.PENDING,
@@ -41,7 +42,11 @@ class KieClient:
         data = await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": upstream_id})
         if not isinstance(data, dict):
             raise ProviderUnavailable("Kie.ai recordInfo returned no data")
-        return read_record(data, cost_time_unit_ms=1)
+        try:
+            return read_record(data, cost_time_unit_ms=1)
+        except ValueError as exc:
+            # An unreadable record may be a passing glitch; the task is simply asked again later.
+            raise ProviderUnavailable(f"Kie.ai recordInfo unreadable: {exc}") from None
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -81,10 +86,12 @@ def _code_and_msg(body: Any, http_status: int) -> tuple[int, str]:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header, bounded to an hour; None when absent or not a number."""
     try:
-        return float(response.headers["Retry-After"])
+        seconds = float(response.headers["Retry-After"])
     except (KeyError, ValueError):
         return None
+    return min(seconds, MAX_RETRY_AFTER_S) if seconds >= 0 else None
 
 
 def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
@@ -96,7 +103,7 @@ def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
     if state is None:
         raise ValueError(f"unknown Kie state {data.get('state')!r}")
     cost = data.get("costTime")
-    cost_ms = int(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
+    cost_ms = round(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
     if state is State.SUCCESS:
         return Update(state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms)
     if state is State.FAIL:

@@ -1,0 +1,56 @@
+"""A gateway killed with SIGKILL mid-task loses nothing: the sweeper finishes the task after restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.conftest import EMULATOR_API_KEY, HMAC_KEY, SECRET, Emulator, callback_verdicts, wait_until
+from tests.servers import ProcessServer, free_port
+from tests.test_e2e_flow import submit
+
+
+async def test_task_in_flight_survives_a_killed_gateway(
+    database_url: str, emulator, kie: Emulator, make_key, sessions
+) -> None:
+    port = free_port()
+    env = {
+        "DATABASE_URL": database_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "KIEAI_API_KEY": EMULATOR_API_KEY,
+        "KIEAI_BASE_URL": emulator.url,
+        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
+        "IMAGEHOOK_SECRET": SECRET,
+        "SWEEP_INTERVAL_S": "0.2",
+        "STALE_AFTER_S": "1",
+    }
+    first = await asyncio.to_thread(ProcessServer(env, port).start)
+    headers = {"Authorization": f"Bearer {await make_key()}"}
+    try:
+        await kie.set_faults(generate_s=1.0)
+        async with httpx.AsyncClient(base_url=first.url, headers=headers) as client:
+            task_id = await submit(client)
+        await asyncio.to_thread(first.kill)
+
+        # Kie tries to deliver while imagehook is down, and does not retry.
+        tasks = await wait_until(kie.tasks, lambda t: t and t[0]["deliveries"], timeout=10)
+        assert "error" in tasks[0]["deliveries"][0]
+        assert await callback_verdicts(sessions, task_id) == []
+
+        second = await asyncio.to_thread(ProcessServer(env, port).start)
+        try:
+            async with httpx.AsyncClient(base_url=second.url, headers=headers) as client:
+                status = await wait_until(
+                    lambda: client.get("/api/images/status", params={"taskId": task_id}),
+                    lambda r: r.json()["state"] == "success",
+                    timeout=15,
+                )
+            assert status.json()["state"] == "success"
+            assert status.json()["imageUrl"].startswith(emulator.url)
+            calls = await kie.calls()
+            assert calls["createTask"] == 1 and calls["recordInfo"] == 1
+        finally:
+            await asyncio.to_thread(second.stop)
+    finally:
+        await asyncio.to_thread(first.stop)
