@@ -1,0 +1,47 @@
+# imagehook: `make run` starts the service, `make test` runs every check. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+# CI must never skip the PostgreSQL pass; on a laptop without PostgreSQL it is skipped loudly.
+REQUIRE_POSTGRES ?= $(CI)
+
+.PHONY: install run test lint fmt test-sqlite test-postgres emulator
+
+$(BIN)/imagehook: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/imagehook
+
+run: install
+	$(BIN)/imagehook migrate
+	$(BIN)/imagehook serve $(if $(KIEAI_API_KEY),,--emulator)
+
+emulator: install
+	$(BIN)/imagehook emulator
+
+test: lint test-sqlite test-postgres
+
+lint: install
+	$(BIN)/ruff check app migrations tests
+	$(BIN)/ruff format --check app migrations tests
+
+fmt: install
+	$(BIN)/ruff check --fix app migrations tests
+	$(BIN)/ruff format app migrations tests
+
+test-sqlite: install
+	$(BIN)/pytest
+
+test-postgres: install
+	@if $(BIN)/python -m tests.pg_available "$(PG_TEST_URL)"; then \
+		echo "== PostgreSQL pass: $(PG_TEST_URL)"; \
+		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/pytest; \
+	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \
+		echo "PostgreSQL is required but not reachable at $(PG_TEST_URL)"; exit 1; \
+	else \
+		echo "!! PostgreSQL not reachable at $(PG_TEST_URL): PostgreSQL pass NOT run"; \
+	fi
