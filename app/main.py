@@ -23,14 +23,14 @@ from app.sweeper import run_sweeper
 log = logging.getLogger(__name__)
 
 
-class State(TypedDict):
+class AppState(TypedDict):
     deps: Deps
     schema_head: str | None
 
 
 def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         async with open_deps(settings) as deps:
             sweeper = None
             if run_sweeper_in_process and settings.sweep_interval_s > 0:

@@ -5,6 +5,7 @@ and gateways as real uvicorn servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -177,11 +178,26 @@ def make_key(sessions: async_sessionmaker[Any]) -> Callable[[str], Awaitable[str
     return make
 
 
+ClientOf = Callable[[Gateway], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
 @pytest.fixture
-async def client(gateway: Gateway, make_key: Callable[[str], Awaitable[str]]) -> AsyncIterator[httpx.AsyncClient]:
+def client_of(make_key: Callable[[str], Awaitable[str]]) -> ClientOf:
+    """client_of(gateway) -> an async context manager giving a client with a fresh key."""
+
+    @contextlib.asynccontextmanager
+    async def connect(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+        key = await make_key("client")
+        async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http:
+            yield http
+
+    return connect
+
+
+@pytest.fixture
+async def client(gateway: Gateway, client_of: ClientOf) -> AsyncIterator[httpx.AsyncClient]:
     """An authenticated client of the default gateway."""
-    key = await make_key("client")
-    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with client_of(gateway) as http:
         yield http
 
 

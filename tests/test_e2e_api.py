@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from app.db.migrate import downgrade, upgrade
 from app.db.models import CallbackEvent, Task
 from tests.conftest import Emulator, Gateway, StartGateway, count_rows, wait_for_state
 from tests.test_e2e_flow import submit
@@ -111,11 +112,10 @@ async def test_status_without_task_id_is_a_400(client: httpx.AsyncClient, query:
     assert response.json() == {"error": "taskId is required"}
 
 
-async def test_status_reads_never_call_upstream(start_gateway: StartGateway, kie: Emulator, make_key) -> None:
+async def test_status_reads_never_call_upstream(start_gateway: StartGateway, kie: Emulator, client_of) -> None:
     gateway = await start_gateway(stale_after_s=60)
     await kie.set_faults(generate_s=60)
-    headers = {"Authorization": f"Bearer {await make_key()}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+    async with client_of(gateway) as client:
         task_id = await submit(client)
         for _ in range(50):
             body = (await client.get("/api/images/status", params={"taskId": task_id})).json()
@@ -126,11 +126,10 @@ async def test_status_reads_never_call_upstream(start_gateway: StartGateway, kie
 
 
 async def test_missing_kie_key_is_a_500_and_nothing_is_stored(
-    start_gateway: StartGateway, kie: Emulator, make_key, sessions
+    start_gateway: StartGateway, kie: Emulator, client_of, sessions
 ) -> None:
     gateway = await start_gateway(kieai_api_key=None)
-    headers = {"Authorization": f"Bearer {await make_key()}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+    async with client_of(gateway) as client:
         response = await client.post("/api/images/generate", json={"prompt": "a red fox"})
     assert response.status_code == 500
     assert response.json() == {"error": "Kie.ai API key not configured"}
@@ -151,3 +150,14 @@ async def test_callbacks_to_unknown_routes_store_nothing(gateway: Gateway, sessi
         response = await http.post("/callbacks/kie/ih_x", json={})
     assert response.status_code == 404
     assert await count_rows(sessions, CallbackEvent) == 0
+
+
+async def test_not_ready_while_the_schema_is_behind_the_migrations(gateway: Gateway, engine) -> None:
+    await downgrade(engine, "base")
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            behind = await http.get("/readyz")
+    finally:
+        await upgrade(engine)
+    assert behind.status_code == 503
+    assert behind.json()["status"] == "unavailable" and behind.json()["migration"] is None

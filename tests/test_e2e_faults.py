@@ -101,23 +101,21 @@ async def test_definitive_rejection_answers_400_with_kie_message(
     assert (task.state, task.fail_code, task.fail_msg) == ("fail", "402", "Insufficient credits")
 
 
-async def test_task_that_never_finishes_times_out(start_gateway: StartGateway, kie: Emulator, make_key) -> None:
+async def test_task_that_never_finishes_times_out(start_gateway: StartGateway, kie: Emulator, client_of) -> None:
     gateway = await start_gateway(task_timeout_s=1.5)
     await kie.set_faults(generate_s=60, drop_callbacks=1.0)
-    headers = {"Authorization": f"Bearer {await make_key()}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+    async with client_of(gateway) as client:
         task_id = await submit(client)
         status = await wait_for_state(client, task_id, {"fail"}, timeout=10)
     assert status["state"] == "fail"
     assert status["failMsg"] == "Task timed out"
 
 
-async def test_slow_create_is_retried_and_completes(start_gateway: StartGateway, kie: Emulator, make_key) -> None:
+async def test_slow_create_is_retried_and_completes(start_gateway: StartGateway, kie: Emulator, client_of) -> None:
     """createTask outlives the client timeout: the client still gets its task id at once."""
     gateway = await start_gateway(upstream_timeout_s=0.5)
     await kie.set_faults(generate_s=0.1, create_delay_s=1.0)
-    headers = {"Authorization": f"Bearer {await make_key()}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+    async with client_of(gateway) as client:
         task_id = await submit(client)
         await kie.set_faults(generate_s=0.1)
         status = await wait_for_state(client, task_id, {"success"}, timeout=15)
@@ -125,12 +123,11 @@ async def test_slow_create_is_retried_and_completes(start_gateway: StartGateway,
 
 
 async def test_confirm_mode_records_what_record_info_says(
-    start_gateway: StartGateway, kie: Emulator, make_key, sessions
+    start_gateway: StartGateway, kie: Emulator, client_of, sessions
 ) -> None:
     gateway = await start_gateway(callback_confirm=True, stale_after_s=30)
     await kie.set_faults(generate_s=0.1)
-    headers = {"Authorization": f"Bearer {await make_key()}"}
-    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+    async with client_of(gateway) as client:
         task_id = await submit(client)
         status = await wait_for_state(client, task_id, {"success"})
         (upstream,) = await kie.tasks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -26,22 +27,20 @@ def head_revision(url: str) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-
-    def run(connection: Connection) -> None:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    await _run(engine, command.upgrade, revision)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    await _run(engine, command.downgrade, revision)
+
+
+async def _run(engine: AsyncEngine, alembic_command: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command on one of the engine's connections (env.py picks it up)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
 
     def run(connection: Connection) -> None:
         cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
+        alembic_command(cfg, revision)
 
     async with engine.begin() as conn:
         await conn.run_sync(run)

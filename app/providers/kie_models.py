@@ -51,6 +51,7 @@ def choices(**fields: tuple[str, str]) -> dict[str, Choice]:
 
 BANANA_RATIOS = "1:1 2:3 3:2 3:4 4:3 4:5 5:4 9:16 16:9 21:9 auto"
 RESOLUTIONS = "1K 2K 4K"
+GOOGLE_BANANA_CHOICES = choices(aspectRatio=("aspect_ratio", BANANA_RATIOS), outputFormat=("output_format", "png jpeg"))
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -78,21 +79,11 @@ MODELS: dict[str, ModelSpec] = {
             ),
             images=ImageInput("image_input", max_count=14),
         ),
-        ModelSpec(
-            "google/nano-banana",
-            prompt_max=5000,
-            choices=choices(
-                aspectRatio=("aspect_ratio", BANANA_RATIOS),
-                outputFormat=("output_format", "png jpeg"),
-            ),
-        ),
+        ModelSpec("google/nano-banana", prompt_max=5000, choices=GOOGLE_BANANA_CHOICES),
         ModelSpec(
             "google/nano-banana-edit",
             prompt_max=5000,
-            choices=choices(
-                aspectRatio=("aspect_ratio", BANANA_RATIOS),
-                outputFormat=("output_format", "png jpeg"),
-            ),
+            choices=GOOGLE_BANANA_CHOICES,
             images=ImageInput("image_urls", max_count=10, required=True),
         ),
     )
