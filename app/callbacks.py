@@ -1,4 +1,8 @@
-"""Kie.ai callbacks: verify, keep in the inbox, apply. Nothing is parsed before it is verified."""
+"""Kie.ai callbacks (market, 4o Image, Flux Kontext): verify, keep in the inbox, apply.
+
+Nothing is read from a body before the URL token is verified; only the upstream task id is
+read before the signature is.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,16 @@ from app.db.models import CallbackEvent
 from app.deps import Deps
 from app.domain import Update
 from app.errors import ProviderError
-from app.providers import kie, kie_signature
+from app.providers import Provider, kie_signature
+from app.providers.kie import CALLBACK_READERS
+from app.providers.kie_market import callback_task_id
+from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api
 from app.services import apply_update, callback_token
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_WINDOW_S = 300
+ROUTE_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
 KEPT_HEADERS = ("content-type", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
 
 
@@ -37,10 +45,14 @@ MALFORMED = Verdict(400, "rejected:malformed", "Malformed callback body")
 UNCONFIRMED = Verdict(200, "unconfirmed")
 
 
-async def receive_kie_callback(deps: Deps, task_id: str, token: str, headers: Mapping[str, str], raw: bytes) -> Verdict:
-    verdict, change = _verify_and_read(deps, task_id, token, headers, raw)
-    if change is not None and deps.settings.callback_confirm and deps.kie is not None:
-        change = await _confirm(deps.kie, change)
+async def receive_callback(
+    deps: Deps, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+) -> Verdict:
+    """`route` is the callback URL's API segment (kie, kie-4o, kie-flux-kontext)."""
+    verdict, change = _verify_and_read(deps, route, task_id, token, headers, raw)
+    client = deps.providers.get("kie")
+    if change is not None and deps.settings.callback_confirm and client is not None:
+        change = await _confirm(client, ROUTE_APIS[route], change)
         verdict = verdict if change is not None else UNCONFIRMED
     async with deps.sessions.begin() as session:
         if change is not None:
@@ -51,7 +63,7 @@ async def receive_kie_callback(deps: Deps, task_id: str, token: str, headers: Ma
         session.add(
             CallbackEvent(
                 task_id=task_id[:40],
-                provider="kie",
+                provider=route,
                 received_at=deps.clock(),
                 headers={name: headers[name] for name in KEPT_HEADERS if name in headers},
                 body=raw.decode("utf-8", errors="replace"),
@@ -64,7 +76,7 @@ async def receive_kie_callback(deps: Deps, task_id: str, token: str, headers: Ma
 
 
 def _verify_and_read(
-    deps: Deps, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+    deps: Deps, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
 ) -> tuple[Verdict, Update | None]:
     expected = callback_token(deps.settings.secret, task_id)
     if not hmac.compare_digest(expected.encode(), token.encode()):
@@ -79,7 +91,7 @@ def _verify_and_read(
         if refused is not None:
             return refused, None
     try:
-        _, change = kie.read_callback(body)
+        _, change = CALLBACK_READERS[route](body)
     except ValueError:
         return MALFORMED, None
     return Verdict(200, "accepted"), change
@@ -89,7 +101,7 @@ def _check_signature(key: str, body: object, headers: Mapping[str, str], now: fl
     timestamp = headers.get("x-webhook-timestamp", "")
     signature = headers.get("x-webhook-signature", "")
     try:
-        upstream_id = kie.callback_task_id(body)
+        upstream_id = callback_task_id(body)
         age = abs(now - int(timestamp))
     except ValueError:
         return REJECTED_SIGNATURE
@@ -100,14 +112,14 @@ def _check_signature(key: str, body: object, headers: Mapping[str, str], now: fl
     return None
 
 
-async def _confirm(client: kie.KieClient, change: Update) -> Update | None:
+async def _confirm(client: Provider, api: Api, change: Update) -> Update | None:
     """CALLBACK_CONFIRM=1: Kie's signature does not cover the body, so ask recordInfo instead.
 
     If Kie cannot be asked now, the callback is only a hint: the sweeper will ask later.
     """
     assert change.upstream_id is not None
     try:
-        confirmed = await client.record_info(change.upstream_id)
+        confirmed = await client.query(api, change.upstream_id)
     except ProviderError as exc:
         log.warning("could not confirm callback for %s: %s", change.upstream_id, exc.message)
         return None

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--api-key", default=os.environ.get("EMULATOR_API_KEY", "emulator-key"))
     emulator.add_argument("--hmac-key", default=os.environ.get("EMULATOR_HMAC_KEY"))
+    emulator.add_argument("--kvid-api-key", default=os.environ.get("EMULATOR_KVID_API_KEY", "kvid-emulator-key"))
     emulator.set_defaults(run=cmd_emulator)
 
     keys = commands.add_parser("keys", help="manage client API keys")
@@ -96,13 +97,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def start_emulator(args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    """Development mode: a local Kie.ai on its own port, with signed callbacks switched on."""
-    api_key, hmac_key = "emu_" + secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+    """Development mode: a local Kie.ai (and kvid.ai) on its own port, with signed callbacks on."""
+    api_key, hmac_key, kvid_key = (secrets.token_urlsafe(24) for _ in range(3))
     base_url = f"http://127.0.0.1:{args.emulator_port}"
-    env = {**os.environ, "EMULATOR_API_KEY": api_key, "EMULATOR_HMAC_KEY": hmac_key}
+    env = {**os.environ, "EMULATOR_API_KEY": api_key, "EMULATOR_HMAC_KEY": hmac_key, "EMULATOR_KVID_API_KEY": kvid_key}
     command = [sys.executable, "-m", "app", "emulator", "--port", str(args.emulator_port)]
     process = subprocess.Popen(command, env=env)
-    os.environ.update(KIEAI_API_KEY=api_key, KIEAI_BASE_URL=base_url, KIEAI_WEBHOOK_HMAC_KEY=hmac_key)
+    os.environ.update(
+        KIEAI_API_KEY=api_key,
+        KIEAI_BASE_URL=base_url,
+        KIEAI_UPLOAD_BASE_URL=base_url,
+        KIEAI_WEBHOOK_HMAC_KEY=hmac_key,
+        KVID_API_KEY=kvid_key,
+        KVID_BASE_URL=base_url,
+    )
     os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{args.port}")
     for _ in range(100):
         try:
@@ -160,7 +168,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_emulator(args: argparse.Namespace) -> None:
     from app.emulator import create_emulator
 
-    run_server(create_emulator(api_key=args.api_key, hmac_key=args.hmac_key), args.host, args.port)
+    app = create_emulator(api_key=args.api_key, hmac_key=args.hmac_key, kvid_api_key=args.kvid_api_key)
+    run_server(app, args.host, args.port)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessions
-from app.providers.kie import KieClient
+from app.providers import Provider, build_providers
 from app.settings import Settings
 
 
@@ -26,7 +26,7 @@ class Deps:
     engine: AsyncEngine
     sessions: async_sessionmaker[Any]
     http: httpx.AsyncClient
-    kie: KieClient | None
+    providers: dict[str, Provider]
     clock: Callable[[], datetime] = utc_now
 
 
@@ -36,7 +36,6 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
-            kie = KieClient(http, settings.kieai_base_url, settings.kieai_api_key) if settings.kieai_api_key else None
-            yield Deps(settings, engine, create_sessions(engine), http, kie)
+            yield Deps(settings, engine, create_sessions(engine), http, build_providers(settings, http))
     finally:
         await engine.dispose()

@@ -19,9 +19,11 @@ from __future__ import annotations
 class GatewayError(Exception):
     status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if status is not None:
+            self.status = status
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -49,6 +51,10 @@ class PayloadTooLarge(GatewayError):
 
 class NotConfigured(GatewayError):
     status = 500
+
+
+class Unavailable(GatewayError):
+    status = 503
 
 
 class ProviderError(Exception):

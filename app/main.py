@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api import callbacks, health, images
+from app.api import callbacks, health, images, models, uploads
 from app.db.migrate import head_revision
 from app.deps import Deps, open_deps
 from app.errors import GatewayError
@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
                         await sweeper
 
     return Starlette(
-        routes=[*images.routes, *callbacks.routes, *health.routes],
+        routes=[*images.routes, *models.routes, *uploads.routes, *callbacks.routes, *health.routes],
         lifespan=lifespan,
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: server_error},
     )

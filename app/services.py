@@ -20,6 +20,8 @@ from app.db.models import Task
 from app.deps import Deps
 from app.domain import Backoff, State, Update
 from app.errors import NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
+from app.providers import LABELS, Provider
+from app.providers.models import MODELS, Api, ModelSpec
 from app.validation import Submission
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,28 @@ def callback_token(secret: str, task_id: str) -> str:
     return digest[:40]
 
 
-def callback_url(deps: Deps, task_id: str) -> str:
-    return f"{deps.settings.public_base_url}/callbacks/kie/{task_id}/{callback_token(deps.settings.secret, task_id)}"
+def callback_url(deps: Deps, task_id: str, api: Api) -> str | None:
+    """Where the provider reports back; None for providers that must be polled."""
+    if api.callback_route is None:
+        return None
+    token = callback_token(deps.settings.secret, task_id)
+    return f"{deps.settings.public_base_url}/callbacks/{api.callback_route}/{task_id}/{token}"
+
+
+def provider_for(deps: Deps, spec: ModelSpec) -> Provider:
+    provider = deps.providers.get(spec.api.provider)
+    if provider is None:
+        raise NotConfigured(f"{LABELS[spec.api.provider]} API key not configured")
+    return provider
+
+
+def first_check_delay(deps: Deps, spec: ModelSpec) -> float:
+    """Callback APIs are asked only once late; polled APIs are asked soon."""
+    return deps.settings.stale_after_s if spec.api.callback_route else deps.settings.poll_interval_s
 
 
 async def submit_task(deps: Deps, *, api_key_id: int, submission: Submission) -> str:
-    if deps.kie is None:
-        raise NotConfigured("Kie.ai API key not configured")
+    provider_for(deps, submission.model)
     now = deps.clock()
     task = Task(
         id=new_task_id(),
@@ -76,14 +93,15 @@ async def submit_task(deps: Deps, *, api_key_id: int, submission: Submission) ->
 
 
 async def send_task(deps: Deps, task: Task) -> None:
-    """createTask for a stored task. Transient failures leave it pending for the sweeper;
+    """Create the task upstream. Transient failures leave it pending for the sweeper;
     a definitive rejection fails it and raises UpstreamRejected."""
-    assert deps.kie is not None
+    spec = MODELS[task.model]
+    provider = provider_for(deps, spec)
     try:
-        upstream_id = await deps.kie.create_task(task.request, callback_url(deps, task.id))
+        upstream_id = await provider.create(spec, task.request, callback_url(deps, task.id, spec.api))
     except ProviderUnavailable as exc:
         delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
-        log.warning("createTask for %s failed (%s); retrying in %.1fs", task.id, exc.message, delay)
+        log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
         async with deps.sessions.begin() as session:
             await queries.reschedule(
                 session, task.id, before_deadline(deps, task, delay), submit_attempts=task.submit_attempts + 1
@@ -91,10 +109,10 @@ async def send_task(deps: Deps, task: Task) -> None:
         return
     except ProviderRejected as exc:
         await update_task(deps, task.id, Update(State.FAIL, fail_code=str(exc.code), fail_msg=exc.message), "submit")
-        raise UpstreamRejected(f"Kie.ai error: {exc.message}") from None
+        raise UpstreamRejected(f"{provider.label} error: {exc.message}", provider.rejection_status(exc.code)) from None
     now = deps.clock()
     async with deps.sessions.begin() as session:
-        next_check = before_deadline(deps, task, deps.settings.stale_after_s)
+        next_check = before_deadline(deps, task, first_check_delay(deps, spec))
         await queries.record_submission(session, task.id, upstream_id, now, next_check)
 
 

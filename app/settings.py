@@ -23,10 +23,14 @@ class Settings:
     kieai_api_key: str | None = field(default=None, repr=False)
     kieai_base_url: str = "https://api.kie.ai"
     kieai_webhook_hmac_key: str | None = field(default=None, repr=False)
+    kieai_upload_base_url: str = "https://kieai.redpandaai.co"
+    kvid_api_key: str | None = field(default=None, repr=False)
+    kvid_base_url: str = "https://api.kvid.ai"
     secret: str = field(default="", repr=False)
     sweep_interval_s: float = 5.0
     stale_after_s: float = 90.0
     task_timeout_s: float = 900.0
+    poll_interval_s: float = 3.0
     callback_confirm: bool = False
     upstream_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
@@ -42,10 +46,14 @@ class Settings:
             kieai_api_key=api_key,
             kieai_base_url=base_url,
             kieai_webhook_hmac_key=env.get("KIEAI_WEBHOOK_HMAC_KEY") or None,
+            kieai_upload_base_url=env.get("KIEAI_UPLOAD_BASE_URL", cls.kieai_upload_base_url).rstrip("/"),
+            kvid_api_key=env.get("KVID_API_KEY") or None,
+            kvid_base_url=env.get("KVID_BASE_URL", cls.kvid_base_url).rstrip("/"),
             secret=_secret(env, production=api_key is not None and base_url == cls.kieai_base_url),
             sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", cls.sweep_interval_s),
             stale_after_s=_number(env, "STALE_AFTER_S", cls.stale_after_s),
             task_timeout_s=_number(env, "TASK_TIMEOUT_S", cls.task_timeout_s),
+            poll_interval_s=_number(env, "POLL_INTERVAL_S", cls.poll_interval_s),
             callback_confirm=env.get("CALLBACK_CONFIRM", "0") == "1",
             upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s),
         )

@@ -13,7 +13,8 @@ from app.db import queries
 from app.db.models import Task
 from app.deps import Deps
 from app.domain import TIMED_OUT_MSG, Backoff, State, Update
-from app.errors import ProviderError, UpstreamRejected
+from app.errors import NotConfigured, ProviderError, UpstreamRejected
+from app.providers.models import MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,11 @@ BATCH_SIZE = 50
 CONCURRENCY = 10
 
 
-def check_backoff(deps: Deps) -> Backoff:
-    """Later checks of a late task: quick at first, then at most every 5 minutes."""
+def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
+    """Later checks: a task with a late callback is asked quickly at first, then at most
+    every 5 minutes; a polled task (no callbacks) every few seconds, then at most every 30 s."""
+    if spec.api.callback_route is None:
+        return Backoff(base_s=deps.settings.poll_interval_s, cap_s=30.0, factor=1.5)
     return Backoff(base_s=max(min(deps.settings.stale_after_s, 15.0), 0.5), cap_s=300.0)
 
 
@@ -49,14 +53,14 @@ async def visit_task(deps: Deps, task: Task) -> str:
                 deps, task.id, Update(State.FAIL, fail_code="timeout", fail_msg=TIMED_OUT_MSG), "sweep"
             )
             return "timed_out"
-        if deps.kie is None:
-            return "no_provider"
         if task.upstream_id is None:
             await services.send_task(deps, task)
             return "resubmitted"
         return await check_task(deps, task)
     except UpstreamRejected:
         return "rejected"
+    except NotConfigured:
+        return "no_provider"
     except Exception:
         # One bad task must not stop the round; its lease expires and it is retried.
         log.exception("sweeper failed on task %s", task.id)
@@ -64,11 +68,12 @@ async def visit_task(deps: Deps, task: Task) -> str:
 
 
 async def check_task(deps: Deps, task: Task) -> str:
-    assert deps.kie is not None and task.upstream_id is not None
+    assert task.upstream_id is not None
+    spec = MODELS[task.model]
     try:
-        change = await deps.kie.record_info(task.upstream_id)
+        change = await services.provider_for(deps, spec).query(spec.api, task.upstream_id)
     except ProviderError as exc:
-        log.info("recordInfo for %s failed: %s", task.id, exc.message)
+        log.info("status query for %s failed: %s", task.id, exc.message)
         change = None
     if change is not None and change.state.terminal:
         await services.update_task(deps, task.id, change, "sweep")
@@ -77,7 +82,7 @@ async def check_task(deps: Deps, task: Task) -> str:
     async with deps.sessions.begin() as session:
         if change is not None:
             await services.apply_update(session, task.id, change, "sweep", deps.clock())
-        next_check = services.before_deadline(deps, task, check_backoff(deps).delay(attempt))
+        next_check = services.before_deadline(deps, task, check_backoff(deps, spec).delay(attempt))
         await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
     return "checked"
 

@@ -1,29 +1,27 @@
-"""Turn a client's generate request into an upstream payload, or say exactly what is wrong.
+"""Turn a client's generate request into an upstream request body, or say exactly what is wrong.
 
 Pure: a rejected request has touched nothing when BadRequest is raised.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from app.errors import BadRequest
-from app.providers.kie_models import DEFAULT_MODEL, MODELS, ModelSpec
+from app.providers.models import DEFAULT_MODEL, MODELS, ModelSpec
+from app.providers.params import Param, is_absolute_http_url
 
-KNOWN_FIELDS = frozenset({"prompt", "model", "imageInput", "aspectRatio", "resolution", "outputFormat"})
+# Request fields every model may accept (each model's table says which it does).
+COMMON_FIELDS = ("aspectRatio", "resolution", "outputFormat", "negativePrompt", "seed", "numImages")
+KNOWN_FIELDS = frozenset({"prompt", "model", "imageInput", "options", *COMMON_FIELDS})
 
 
 @dataclass(frozen=True)
 class Submission:
     model: ModelSpec
-    input: dict[str, Any]
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The upstream request body, less the per-task callBackUrl."""
-        return {"model": self.model.name, "input": self.input}
+    payload: dict[str, Any]  # the upstream request body, less the per-task callback URL
 
 
 def parse_generate(body: Any) -> Submission:
@@ -33,10 +31,13 @@ def parse_generate(body: Any) -> Submission:
     if unknown:
         raise BadRequest(f"Unknown field '{unknown[0]}'")
     model = _model(body.get("model"))
-    payload: dict[str, Any] = {"prompt": _prompt(body.get("prompt"), model)}
-    payload.update(_choices(body, model))
-    payload.update(_images(body.get("imageInput"), model))
-    return Submission(model, payload)
+    images = _images(body.get("imageInput"), model)
+    values: dict[str, Any] = _prompt(body.get("prompt"), model, has_images=bool(images))
+    values |= images
+    for name in COMMON_FIELDS:
+        values |= _field(name, body.get(name), model)
+    values |= _options(body.get("options"), model)
+    return Submission(model, model.body(values))
 
 
 def _model(value: Any) -> ModelSpec:
@@ -45,46 +46,70 @@ def _model(value: Any) -> ModelSpec:
     if not isinstance(value, str):
         raise BadRequest("model must be a string")
     if value not in MODELS:
-        raise BadRequest(f"Unknown model '{value}'; supported models: {', '.join(MODELS)}")
+        raise BadRequest(f"Unknown model '{value}'; GET /api/images/models lists the supported models")
     return MODELS[value]
 
 
-def _prompt(value: Any, model: ModelSpec) -> str:
+def _prompt(value: Any, model: ModelSpec, *, has_images: bool) -> dict[str, str]:
+    spec = model.prompt
     if value is None or (isinstance(value, str) and not value.strip()):
+        if spec.optional_with_images and has_images:
+            return {}
         raise BadRequest("Prompt is required")
     if not isinstance(value, str):
         raise BadRequest("prompt must be a string")
-    if len(value) > model.prompt_max:
+    if len(value) > spec.max_length:
         raise BadRequest(
-            f"prompt is too long for model {model.name}: {len(value)} characters, maximum {model.prompt_max}"
+            f"prompt is too long for model {model.name}: {len(value)} characters, maximum {spec.max_length}"
         )
-    return value
+    if len(value) < spec.min_length:
+        raise BadRequest(
+            f"prompt is too short for model {model.name}: {len(value)} characters, minimum {spec.min_length}"
+        )
+    return {spec.upstream: value}
 
 
-def _choices(body: dict[str, Any], model: ModelSpec) -> dict[str, str]:
-    chosen = {}
-    for request_field in ("aspectRatio", "resolution", "outputFormat"):
-        value = body.get(request_field)
-        spec = model.choices.get(request_field)
-        if spec is None:
-            if value is not None:
-                raise BadRequest(f"{request_field} is not supported by model {model.name}")
-            continue
-        if value is None:
-            value = spec.default
-        elif not isinstance(value, str):
-            raise BadRequest(f"{request_field} must be a string")
-        elif value not in spec.values:
-            raise BadRequest(
-                f"{request_field} '{value}' is not supported by model {model.name}; "
-                f"choose one of: {', '.join(spec.values)}"
-            )
+def _field(name: str, value: Any, model: ModelSpec) -> dict[str, Any]:
+    param = model.fields.get(name)
+    if param is None:
         if value is not None:
-            chosen[spec.input_name] = value
-    return chosen
+            raise BadRequest(f"{name} is not supported by model {model.name}")
+        return {}
+    return _convert(name, value, param, model)
 
 
-def _images(value: Any, model: ModelSpec) -> dict[str, list[str]]:
+def _options(value: Any, model: ModelSpec) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest("options must be an object")
+    converted: dict[str, Any] = {}
+    for name, option in value.items():
+        param = model.options.get(name)
+        if param is None:
+            supported = ", ".join(model.options) or "none"
+            raise BadRequest(f"options.{name} is not supported by model {model.name}; supported options: {supported}")
+        converted |= _convert(f"options.{name}", option, param, model)
+    return converted
+
+
+def _convert(label: str, value: Any, param: Param, model: ModelSpec) -> dict[str, Any]:
+    if value is None:
+        value = param.default
+        if value is None:
+            return {}
+    try:
+        return {param.upstream: param.convert(value)}
+    except ValueError as exc:
+        raise BadRequest(f"{label} {_shown(value)} is not valid for model {model.name}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    shown = json.dumps(value).replace('"', "'")
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _images(value: Any, model: ModelSpec) -> dict[str, Any]:
     urls = [] if value is None else value
     if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
         raise BadRequest("imageInput must be an array of URL strings")
@@ -100,14 +125,6 @@ def _images(value: Any, model: ModelSpec) -> dict[str, list[str]]:
     for index, url in enumerate(urls):
         if not is_absolute_http_url(url):
             raise BadRequest(f"imageInput[{index}] must be an absolute http(s) URL")
-    return {spec.input_name: urls}
-
-
-def is_absolute_http_url(value: str) -> bool:
-    if any(ch.isspace() for ch in value):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    if not urls:
+        return {}
+    return {spec.upstream: urls[0] if spec.single else urls}

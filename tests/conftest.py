@@ -34,6 +34,7 @@ from app.settings import Settings
 from tests.servers import ThreadServer, free_port
 
 EMULATOR_API_KEY = "test-kie-key"
+KVID_API_KEY = "test-kvid-key"
 HMAC_KEY = "test-webhook-hmac-key"
 SECRET = "test-secret-0123456789abcdef"
 
@@ -88,7 +89,8 @@ async def empty_tables(engine: AsyncEngine) -> None:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[ThreadServer]:
-    server = ThreadServer(create_emulator(api_key=EMULATOR_API_KEY, hmac_key=HMAC_KEY)).start()
+    app = create_emulator(api_key=EMULATOR_API_KEY, hmac_key=HMAC_KEY, kvid_api_key=KVID_API_KEY)
+    server = ThreadServer(app).start()
     yield server
     server.stop()
 
@@ -125,7 +127,11 @@ def gateway_settings(database_url: str, kie_url: str, **overrides: Any) -> Setti
         public_base_url="http://127.0.0.1:0",
         kieai_api_key=EMULATOR_API_KEY,
         kieai_base_url=kie_url,
+        kieai_upload_base_url=kie_url,
         kieai_webhook_hmac_key=HMAC_KEY,
+        kvid_api_key=KVID_API_KEY,
+        kvid_base_url=kie_url,
+        poll_interval_s=0.2,
         secret=SECRET,
         sweep_interval_s=0.1,
         stale_after_s=1.0,

@@ -43,7 +43,6 @@ async def test_happy_path_callback_completes_task_without_any_query(
         "aspect_ratio": "16:9",
         "resolution": "2K",
         "output_format": "png",
-        "image_input": [],
     }
     assert upstream["model"] == "nano-banana-pro"
     calls = await kie.calls()

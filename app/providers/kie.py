@@ -1,74 +1,105 @@
-"""Kie.ai market jobs API: createTask, recordInfo, and reading callbacks. HTTP and wire format only."""
+"""Kie.ai over HTTP: the market jobs API and the dedicated 4o Image and Flux Kontext APIs.
+
+The three differ only in paths and in how records and callbacks read; this client does the
+HTTP, the envelope (`code` in the body, HTTP 200 even on errors) and the error classes.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from app.domain import State, Update
-from app.errors import ProviderRejected, ProviderUnavailable
+from app.domain import Update
+from app.errors import ProviderUnavailable
+from app.providers import kie_dedicated, kie_market
+from app.providers.http import json_or_none, refuse, send
+from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api, ModelSpec
 
+LABEL = "Kie.ai"
+UPLOAD_PATH = "imagehook"
 # Body codes that mean "try again later"; every other non-200 code is a definitive refusal.
 # 505 (feature disabled) is a 5xx but will not heal by itself, so it is not here.
-TRANSIENT_CODES = frozenset({408, 429, 455, 500, 501, 502, 503, 504, 550})
-MAX_RETRY_AFTER_S = 3600.0
-KIE_STATES = {
-    "waiting": State.PENDING,
-    "queuing": State.PENDING,
-    "generating": State.PROCESSING,
-    "success": State.SUCCESS,
-    "fail": State.FAIL,
+TRANSIENT_CODES = frozenset({408, 429, 455, 500, 501, 502, 503, 504, 550}) | frozenset(range(506, 600))
+
+
+@dataclass(frozen=True)
+class KieApi:
+    create_path: str
+    query_path: str
+    read_record: Callable[[dict[str, Any]], Update]
+    read_callback: Callable[[Any], tuple[str, Update]]
+
+
+KIE_APIS = {
+    MARKET.name: KieApi(
+        "/api/v1/jobs/createTask", "/api/v1/jobs/recordInfo", kie_market.read_query_record, kie_market.read_callback
+    ),
+    GPT4O.name: KieApi(
+        "/api/v1/gpt4o-image/generate",
+        "/api/v1/gpt4o-image/record-info",
+        kie_dedicated.read_4o_record,
+        kie_dedicated.read_4o_callback,
+    ),
+    FLUX_KONTEXT.name: KieApi(
+        "/api/v1/flux/kontext/generate",
+        "/api/v1/flux/kontext/record-info",
+        kie_dedicated.read_flux_record,
+        kie_dedicated.read_flux_callback,
+    ),
 }
+# Callback URL segment -> how that API's callbacks read.
+CALLBACK_READERS = {api.callback_route: KIE_APIS[api.name].read_callback for api in (MARKET, GPT4O, FLUX_KONTEXT)}
 
 
 class KieClient:
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str) -> None:
+    label = LABEL
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, upload_base_url: str) -> None:
         self._http = http
         self._base_url = base_url
+        self._upload_base_url = upload_base_url
         self._headers = {"Authorization": f"Bearer {api_key}"}
 
-    async def create_task(self, payload: dict[str, Any], callback_url: str) -> str:
-        body = {**payload, "callBackUrl": callback_url}
-        data = await self._call("POST", "/api/v1/jobs/createTask", json=body)
+    async def create(self, spec: ModelSpec, body: dict[str, Any], callback_url: str | None) -> str:
+        api = KIE_APIS[spec.api.name]
+        data = await self._call("POST", self._base_url + api.create_path, json={**body, "callBackUrl": callback_url})
         task_id = (data.get("taskId") or data.get("task_id")) if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise ProviderUnavailable("Kie.ai accepted the task but returned no taskId")
         return task_id
 
-    async def record_info(self, upstream_id: str) -> Update:
-        data = await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": upstream_id})
+    async def query(self, api: Api, upstream_id: str) -> Update:
+        data = await self._call("GET", self._base_url + KIE_APIS[api.name].query_path, params={"taskId": upstream_id})
         if not isinstance(data, dict):
-            raise ProviderUnavailable("Kie.ai recordInfo returned no data")
+            raise ProviderUnavailable("Kie.ai returned a record without data")
         try:
-            return read_record(data, cost_time_unit_ms=1)
+            return KIE_APIS[api.name].read_record(data)
         except ValueError as exc:
             # An unreadable record may be a passing glitch; the task is simply asked again later.
-            raise ProviderUnavailable(f"Kie.ai recordInfo unreadable: {exc}") from None
+            raise ProviderUnavailable(f"Kie.ai record unreadable: {exc}") from None
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._http.request(method, self._base_url + path, headers=self._headers, **kwargs)
-        except httpx.TimeoutException:
-            raise ProviderUnavailable("Kie.ai did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"Kie.ai unreachable: {type(exc).__name__}") from None
-        body = _json_or_none(response)
+    async def upload(self, content: bytes, file_name: str, mime_type: str) -> dict[str, Any]:
+        """Kie's file-stream upload (a separate host); the file is deleted upstream after 3 days."""
+        url = self._upload_base_url + "/api/file-stream-upload"
+        form = {"uploadPath": UPLOAD_PATH, "fileName": file_name}
+        data = await self._call("POST", url, data=form, files={"file": (file_name, content, mime_type)})
+        if not isinstance(data, dict) or not isinstance(data.get("downloadUrl"), str):
+            raise ProviderUnavailable("Kie.ai stored the file but returned no downloadUrl")
+        return data
+
+    def rejection_status(self, code: int | None) -> int:
+        return 400  # the seed gateway's contract: every Kie.ai refusal is "400 Kie.ai error: ..."
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = await send(self._http, LABEL, method, url, headers=self._headers, **kwargs)
+        body = json_or_none(response)
         code, msg = _code_and_msg(body, response.status_code)
         if code == 200:
             return body.get("data") if isinstance(body, dict) else None
-        if code in TRANSIENT_CODES or (code >= 500 and code != 505):
-            raise ProviderUnavailable(msg, code=code, retry_after=_retry_after(response))
-        raise ProviderRejected(msg, code=code)
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
+        raise refuse(code, msg, response, TRANSIENT_CODES)
 
 
 def _code_and_msg(body: Any, http_status: int) -> tuple[int, str]:
@@ -83,69 +114,3 @@ def _code_and_msg(body: Any, http_status: int) -> tuple[int, str]:
     except (TypeError, ValueError):
         code = 502
     return code, str(body.get("msg") or body.get("message") or f"code {code}")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a Retry-After header, bounded to an hour; None when absent or not a number."""
-    try:
-        seconds = float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
-    return min(seconds, MAX_RETRY_AFTER_S) if seconds >= 0 else None
-
-
-def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
-    """A recordInfo `data` object or a callback's `data`, in imagehook's terms.
-
-    costTime is milliseconds in recordInfo but seconds in callbacks: the caller says which.
-    """
-    state = KIE_STATES.get(str(data.get("state", "")).lower())
-    if state is None:
-        raise ValueError(f"unknown Kie state {data.get('state')!r}")
-    cost = data.get("costTime")
-    cost_ms = round(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
-    if state is State.SUCCESS:
-        return Update(state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms)
-    if state is State.FAIL:
-        fail_code = str(data.get("failCode") or "") or None
-        fail_msg = str(data.get("failMsg") or "Generation failed")
-        return Update(state, fail_code=fail_code, fail_msg=fail_msg, cost_time_ms=cost_ms)
-    return Update(state)
-
-
-def read_callback(body: Any) -> tuple[str, Update]:
-    """A market callback body -> (Kie task id, update). Raises ValueError on a malformed body."""
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise ValueError("callback body has no data object")
-    data = body["data"]
-    upstream_id = callback_task_id(body)
-    if not data.get("state"):
-        # Some senders omit state; the envelope code still tells success from failure.
-        data = {**data, "state": "success" if body.get("code") == 200 else "fail"}
-        data.setdefault("failMsg", body.get("msg") or body.get("message"))
-    return upstream_id, replace(read_record(data, cost_time_unit_ms=1000), upstream_id=upstream_id)
-
-
-def callback_task_id(body: Any) -> str:
-    """Kie's docs name the id three ways (data.task_id, data.taskId, taskId): take the first present."""
-    data = body.get("data") if isinstance(body, dict) else None
-    for candidate in (
-        data.get("task_id") if isinstance(data, dict) else None,
-        data.get("taskId") if isinstance(data, dict) else None,
-        body.get("taskId") if isinstance(body, dict) else None,
-    ):
-        if isinstance(candidate, str) and candidate:
-            return candidate
-    raise ValueError("callback body carries no task id")
-
-
-def _result_urls(result_json: Any) -> tuple[str, ...]:
-    if isinstance(result_json, str):
-        try:
-            result_json = json.loads(result_json) if result_json else {}
-        except ValueError:
-            raise ValueError("resultJson is not valid JSON") from None
-    urls = result_json.get("resultUrls") if isinstance(result_json, dict) else None
-    if not isinstance(urls, list):
-        return ()
-    return tuple(url for url in urls if isinstance(url, str))

@@ -1,0 +1,79 @@
+"""Kie.ai market jobs: reading recordInfo records and callbacks (`state`, `resultJson` as a string)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from app.domain import State, Update
+
+KIE_STATES = {
+    "waiting": State.PENDING,
+    "queuing": State.PENDING,
+    "generating": State.PROCESSING,
+    "success": State.SUCCESS,
+    "fail": State.FAIL,
+}
+
+
+def read_query_record(data: dict[str, Any]) -> Update:
+    """recordInfo's `data` (costTime in milliseconds)."""
+    return read_record(data, cost_time_unit_ms=1)
+
+
+def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
+    """A recordInfo `data` object or a callback's `data`, in imagehook's terms.
+
+    costTime is milliseconds in recordInfo but seconds in callbacks: the caller says which.
+    """
+    state = KIE_STATES.get(str(data.get("state", "")).lower())
+    if state is None:
+        raise ValueError(f"unknown Kie state {data.get('state')!r}")
+    cost = data.get("costTime")
+    cost_ms = round(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
+    if state is State.SUCCESS:
+        return Update(state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms)
+    if state is State.FAIL:
+        fail_code = str(data.get("failCode") or "") or None
+        fail_msg = str(data.get("failMsg") or "Generation failed")
+        return Update(state, fail_code=fail_code, fail_msg=fail_msg, cost_time_ms=cost_ms)
+    return Update(state)
+
+
+def read_callback(body: Any) -> tuple[str, Update]:
+    """A market callback body -> (Kie task id, update). Raises ValueError on a malformed body."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise ValueError("callback body has no data object")
+    data = body["data"]
+    upstream_id = callback_task_id(body)
+    if not data.get("state"):
+        # Some senders omit state; the envelope code still tells success from failure.
+        data = {**data, "state": "success" if body.get("code") == 200 else "fail"}
+        data.setdefault("failMsg", body.get("msg") or body.get("message"))
+    return upstream_id, replace(read_record(data, cost_time_unit_ms=1000), upstream_id=upstream_id)
+
+
+def callback_task_id(body: Any) -> str:
+    """Kie's docs name the id three ways (data.task_id, data.taskId, taskId): take the first present."""
+    data = body.get("data") if isinstance(body, dict) else None
+    for candidate in (
+        data.get("task_id") if isinstance(data, dict) else None,
+        data.get("taskId") if isinstance(data, dict) else None,
+        body.get("taskId") if isinstance(body, dict) else None,
+    ):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    raise ValueError("callback body carries no task id")
+
+
+def _result_urls(result_json: Any) -> tuple[str, ...]:
+    if isinstance(result_json, str):
+        try:
+            result_json = json.loads(result_json) if result_json else {}
+        except ValueError:
+            raise ValueError("resultJson is not valid JSON") from None
+    urls = result_json.get("resultUrls") if isinstance(result_json, dict) else None
+    if not isinstance(urls, list):
+        return ()
+    return tuple(url for url in urls if isinstance(url, str))
