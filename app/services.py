@@ -72,7 +72,7 @@ async def submit_task(deps: Deps, *, api_key_id: int, submission: Submission) ->
     task = Task(
         id=new_task_id(),
         api_key_id=api_key_id,
-        provider=submission.model.provider,
+        provider=submission.model.api.provider,
         model=submission.model.name,
         request=submission.payload,
         state=State.PENDING.value,

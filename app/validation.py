@@ -79,17 +79,16 @@ def _field(name: str, value: Any, model: ModelSpec) -> dict[str, Any]:
 
 
 def _options(value: Any, model: ModelSpec) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
+    given = {} if value is None else value
+    if not isinstance(given, dict):
         raise BadRequest("options must be an object")
-    converted: dict[str, Any] = {}
-    for name, option in value.items():
-        param = model.options.get(name)
-        if param is None:
+    for name in given:
+        if name not in model.options:
             supported = ", ".join(model.options) or "none"
             raise BadRequest(f"options.{name} is not supported by model {model.name}; supported options: {supported}")
-        converted |= _convert(f"options.{name}", option, param, model)
+    converted: dict[str, Any] = {}
+    for name, param in model.options.items():  # also sends option defaults the provider requires
+        converted |= _convert(f"options.{name}", given.get(name), param, model)
     return converted
 
 

@@ -1,6 +1,7 @@
-"""KieClient against a mocked Kie (httpx.MockTransport), and reading Kie's records and callbacks.
+"""KieClient against a mocked Kie (httpx.MockTransport), and reading Kie's market records and callbacks.
 
-Wire shapes follow kie-api-facts §2 (createTask / recordInfo), §5 (market callbacks) and §7 (codes).
+Wire shapes follow kie-api-facts §2 (createTask / recordInfo), §4 (4o and Flux Kontext endpoints),
+§5 (market callbacks) and §7 (codes). The 4o and Flux Kontext readers are in test_kie_dedicated.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import pytest
 
 from app.domain import State, Update
 from app.errors import ProviderRejected, ProviderUnavailable
-from app.providers.kie import KieClient, callback_task_id, read_callback, read_record
+from app.providers.kie import CALLBACK_READERS, KieClient
+from app.providers.kie_market import callback_task_id, read_callback, read_record
+from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, MODELS, Api
+from app.validation import parse_generate
 
 BASE = "https://kie.test"
+UPLOAD_BASE = "https://upload.kie.test"
 API_KEY = "kie-secret-key"
 CALLBACK = "https://gw.example.com/callbacks/kie/t1?token=abc"
-PAYLOAD = {"model": "nano-banana-pro", "input": {"prompt": "a cat", "aspect_ratio": "16:9", "image_input": []}}
+SPEC = MODELS["nano-banana-pro"]
+PAYLOAD = {"model": "nano-banana-pro", "input": {"prompt": "a cat", "aspect_ratio": "16:9"}}
 IMG = "https://tempfile.aiquickdraw.com/r/1.png"
 IMG2 = "https://tempfile.aiquickdraw.com/r/2.png"
 
@@ -30,7 +36,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 @asynccontextmanager
 async def kie_answering(handler: Handler) -> AsyncIterator[KieClient]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        yield KieClient(http, BASE, API_KEY)
+        yield KieClient(http, BASE, API_KEY, UPLOAD_BASE)
 
 
 def answer(status: int = 200, body: Any = None, **kwargs: Any) -> Handler:
@@ -51,15 +57,15 @@ def raising(exc_type: type[httpx.TransportError]) -> Handler:
 
 async def create(handler: Handler) -> str:
     async with kie_answering(handler) as kie:
-        return await kie.create_task(PAYLOAD, CALLBACK)
+        return await kie.create(SPEC, PAYLOAD, CALLBACK)
 
 
-async def record(data: dict[str, Any]) -> Update:
+async def record(data: dict[str, Any], api: Api = MARKET) -> Update:
     async with kie_answering(answer(body={"code": 200, "msg": "success", "data": data})) as kie:
-        return await kie.record_info("task_1")
+        return await kie.query(api, "task_1")
 
 
-# --- createTask ---------------------------------------------------------------------------------
+# --- create -------------------------------------------------------------------------------------
 
 
 async def test_create_task_posts_payload_with_callback_and_bearer_key_and_returns_task_id():
@@ -78,11 +84,60 @@ async def test_create_task_posts_payload_with_callback_and_bearer_key_and_return
     assert json.loads(request.content) == {**PAYLOAD, "callBackUrl": CALLBACK}
 
 
+@pytest.mark.parametrize(
+    ("request_body", "path", "sent"),
+    [
+        (
+            {"prompt": "a cat", "model": "google/nano-banana"},
+            "/api/v1/jobs/createTask",
+            {
+                "model": "google/nano-banana",
+                "input": {"prompt": "a cat", "aspect_ratio": "1:1", "output_format": "png"},
+                "callBackUrl": CALLBACK,
+            },
+        ),
+        (
+            {"prompt": "a cat", "model": "gpt4o-image", "imageInput": [IMG], "numImages": 2},
+            "/api/v1/gpt4o-image/generate",
+            {"prompt": "a cat", "filesUrl": [IMG], "size": "1:1", "nVariants": 2, "callBackUrl": CALLBACK},
+        ),
+        (
+            {"prompt": "a cat", "model": "flux-kontext-max", "imageInput": [IMG], "aspectRatio": "4:3"},
+            "/api/v1/flux/kontext/generate",
+            {
+                "prompt": "a cat",
+                "inputImage": IMG,
+                "aspectRatio": "4:3",
+                "outputFormat": "jpeg",
+                "model": "flux-kontext-max",
+                "callBackUrl": CALLBACK,
+            },
+        ),
+    ],
+    ids=["market", "4o", "flux-kontext"],
+)
+async def test_create_posts_each_apis_body_with_the_callback_to_its_own_path(request_body, path, sent):
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"code": 200, "msg": "success", "data": {"taskId": "task_api"}})
+
+    submission = parse_generate(request_body)
+    async with kie_answering(handler) as kie:
+        assert await kie.create(submission.model, submission.payload, CALLBACK) == "task_api"
+
+    [request] = seen
+    assert (request.method, str(request.url)) == ("POST", BASE + path)
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert json.loads(request.content) == sent
+
+
 async def test_create_task_accepts_snake_case_task_id():
     assert await create(answer(body={"code": 200, "msg": "success", "data": {"task_id": "task_snake"}})) == "task_snake"
 
 
-@pytest.mark.parametrize("code", [429, 455, 500, 501, 550])
+@pytest.mark.parametrize("code", [408, 429, 455, 500, 501, 503, 550])
 async def test_transient_body_code_on_http_200_is_unavailable_with_code_kept(code):
     with pytest.raises(ProviderUnavailable) as raised:
         await create(answer(body={"code": code, "msg": f"upstream says {code}"}))
@@ -119,7 +174,7 @@ async def test_timeouts_and_connection_errors_are_unavailable(exc_type):
         await create(raising(exc_type))
 
 
-@pytest.mark.parametrize("code", [400, 401, 402, 404, 422, 433, 505])
+@pytest.mark.parametrize("code", [400, 401, 402, 404, 422, 433, 451, 505])
 @pytest.mark.parametrize("msg_key", ["msg", "message"])
 async def test_definitive_body_code_is_rejected_with_upstream_message(code, msg_key):
     with pytest.raises(ProviderRejected) as raised:
@@ -158,24 +213,58 @@ async def test_http_200_without_a_task_id_is_unavailable(body):
         await create(answer(body=body))
 
 
-# --- recordInfo ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [402, 422, 429, 500, None])
+async def test_every_kie_refusal_reaches_the_client_as_400_as_in_the_seed_gateway(code):
+    async with kie_answering(answer()) as kie:
+        assert kie.rejection_status(code) == 400
 
 
-async def test_record_info_gets_record_by_task_id_with_bearer_key():
+# --- query (record-info) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api", "path", "data", "update"),
+    [
+        (MARKET, "/api/v1/jobs/recordInfo", {"state": "waiting"}, Update(State.PENDING)),
+        (GPT4O, "/api/v1/gpt4o-image/record-info", {"successFlag": 0}, Update(State.PROCESSING)),
+        (
+            FLUX_KONTEXT,
+            "/api/v1/flux/kontext/record-info",
+            {"successFlag": 1, "response": {"resultImageUrl": IMG}},
+            Update(State.SUCCESS, image_urls=(IMG,)),
+        ),
+    ],
+    ids=["market", "4o", "flux-kontext"],
+)
+async def test_query_gets_the_record_from_each_apis_own_path_and_reads_it_that_apis_way(api, path, data, update):
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"code": 200, "msg": "success", "data": {"state": "waiting"}})
+        return httpx.Response(200, json={"code": 200, "msg": "success", "data": {"taskId": "task_42", **data}})
 
     async with kie_answering(handler) as kie:
-        await kie.record_info("task_42")
+        assert await kie.query(api, "task_42") == update
 
     [request] = seen
-    assert request.method == "GET"
-    assert request.url.path == "/api/v1/jobs/recordInfo"
+    assert (request.method, request.url.path) == ("GET", path)
     assert request.url.params["taskId"] == "task_42"
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize(
+    ("api", "data"),
+    [(GPT4O, {"successFlag": 9}), (FLUX_KONTEXT, {"successFlag": None}), (GPT4O, {"state": "success"})],
+)
+async def test_unreadable_dedicated_record_is_unavailable(api, data):
+    with pytest.raises(ProviderUnavailable, match="record unreadable"):
+        await record(data, api)
+
+
+async def test_query_refusal_from_a_dedicated_api_is_rejected_with_its_message():
+    async with kie_answering(answer(body={"code": 404, "msg": "Task not found"})) as kie:
+        with pytest.raises(ProviderRejected, match="Task not found"):
+            await kie.query(GPT4O, "task_missing")
 
 
 @pytest.mark.parametrize(
@@ -221,13 +310,13 @@ async def test_record_info_fail_without_details_still_says_it_failed():
 async def test_record_info_for_unknown_task_is_rejected():
     async with kie_answering(answer(body={"code": 404, "msg": "Task not found"})) as kie:
         with pytest.raises(ProviderRejected, match="Task not found"):
-            await kie.record_info("task_missing")
+            await kie.query(MARKET, "task_missing")
 
 
 async def test_record_info_without_data_is_unavailable():
     async with kie_answering(answer(body={"code": 200, "msg": "success", "data": None})) as kie:
         with pytest.raises(ProviderUnavailable):
-            await kie.record_info("task_1")
+            await kie.query(MARKET, "task_1")
 
 
 @pytest.mark.parametrize(
@@ -355,11 +444,38 @@ def test_malformed_callback_is_a_value_error(body):
         read_callback(body)
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "update"),
+    [
+        (
+            "kie",
+            {
+                "code": 200,
+                "data": {"taskId": "t1", "state": "success", "resultJson": json.dumps({"resultUrls": [IMG]})},
+            },
+            Update(State.SUCCESS, image_urls=(IMG,), upstream_id="t1"),
+        ),
+        (
+            "kie-4o",
+            {"code": 200, "msg": "success", "data": {"taskId": "t1", "info": {"result_urls": [IMG]}}},
+            Update(State.SUCCESS, image_urls=(IMG,), upstream_id="t1"),
+        ),
+        (
+            "kie-flux-kontext",
+            {"code": 200, "msg": "ok", "data": {"taskId": "t1", "info": {"resultImageUrl": IMG}}},
+            Update(State.SUCCESS, image_urls=(IMG,), upstream_id="t1"),
+        ),
+    ],
+)
+def test_each_callback_route_reads_its_own_apis_callback(route, body, update):
+    assert CALLBACK_READERS[route](body) == ("t1", update)
+
+
 @pytest.mark.parametrize(("header", "expected"), [("inf", 3600.0), ("1e400", 3600.0), ("nan", None), ("-5", None)])
 async def test_absurd_retry_after_is_bounded_or_ignored(header, expected):
     async with kie_answering(
         answer(status=429, body={"code": 429, "msg": "slow down"}, headers={"Retry-After": header})
     ) as kie:
         with pytest.raises(ProviderUnavailable) as caught:
-            await kie.create_task({"model": "nano-banana-pro", "input": {}}, "https://cb")
+            await kie.create(SPEC, PAYLOAD, CALLBACK)
     assert caught.value.retry_after == expected

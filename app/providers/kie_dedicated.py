@@ -56,7 +56,8 @@ def _read_callback(body: Any, read_urls: Any) -> tuple[str, Update]:
             State.SUCCESS, image_urls=read_urls(body["data"].get("info")), upstream_id=upstream_id
         )
     message = str(body.get("msg") or body.get("message") or "Generation failed")
-    return upstream_id, Update(State.FAIL, fail_code=str(code), fail_msg=message, upstream_id=upstream_id)
+    fail_code = str(code) if code is not None else None
+    return upstream_id, Update(State.FAIL, fail_code=fail_code, fail_msg=message, upstream_id=upstream_id)
 
 
 def _4o_urls(container: Any) -> tuple[str, ...]:

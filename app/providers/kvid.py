@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from app.domain import State, Update
-from app.errors import ProviderUnavailable
+from app.errors import ProviderRejected, ProviderUnavailable
 from app.providers.http import json_or_none, refuse, send
 from app.providers.models import Api, ModelSpec
 
@@ -48,9 +48,21 @@ class KvidClient:
             return Update(STATES[status])
         if status == "canceled":
             return Update(State.FAIL, fail_code="canceled", fail_msg="Canceled by kvid.ai")
-        if status not in ("completed", "failed"):
+        if status == "failed":
+            return Update(State.FAIL, fail_msg=await self._failure_message(upstream_id))
+        if status != "completed":
             raise ProviderUnavailable(f"kvid.ai reported unknown status {status!r}")
-        return read_result(await self._call("GET", "/ai/generation/result", params={"jobId": upstream_id}))
+        return read_result(await self._result(upstream_id))
+
+    async def _result(self, upstream_id: str) -> dict[str, Any]:
+        return await self._call("GET", "/ai/generation/result", params={"jobId": upstream_id})
+
+    async def _failure_message(self, upstream_id: str) -> str:
+        """The result of a failed job carries the reason (some versions answer it as an error)."""
+        try:
+            return str((await self._result(upstream_id)).get("error") or "Generation failed")
+        except ProviderRejected as exc:
+            return exc.message
 
     def rejection_status(self, code: int | None) -> int:
         return CLIENT_STATUS.get(code or 0, 400)
@@ -68,8 +80,6 @@ class KvidClient:
 
 
 def read_result(data: dict[str, Any]) -> Update:
-    if data.get("status") == "failed":
-        return Update(State.FAIL, fail_msg=str(data.get("error") or "Generation failed"))
     urls = data.get("result_urls") if isinstance(data.get("result_urls"), list) else [data.get("result_url")]
     found = tuple(url for url in urls if isinstance(url, str) and url)
     if not found:

@@ -6,6 +6,7 @@ words a client understands, what the value must be.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,7 +50,7 @@ class Param:
 
 def _enum(param: Param, value: Any) -> Any:
     assert param.values is not None
-    if isinstance(value, bool) or value not in param.values:
+    if not isinstance(value, str | int | float) or isinstance(value, bool) or value not in param.values:
         raise ValueError(f"must be one of: {', '.join(str(v) for v in param.values)}")
     return param.values[value]
 
@@ -63,6 +64,8 @@ def _int(param: Param, value: Any) -> int:
 def _number(param: Param, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number{_range(param)}")
+    if not math.isfinite(value):  # json.loads accepts NaN and Infinity; providers do not
+        raise ValueError(f"must be{_range(param)}" if _range(param) else "must be a finite number")
     return _within(param, value)
 
 
@@ -76,7 +79,7 @@ def _string(param: Param, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
     if param.high is not None and len(value) > param.high:
-        raise ValueError(f"must be at most {param.high:g} characters")
+        raise ValueError(f"must be at most {_plain(param.high)} characters")
     return value
 
 
@@ -94,8 +97,13 @@ def _within(param: Param, value: Any) -> Any:
 
 def _range(param: Param) -> str:
     if param.low is not None and param.high is not None:
-        return f" between {param.low:g} and {param.high:g}"
+        return f" between {_plain(param.low)} and {_plain(param.high)}"
     return ""
+
+
+def _plain(bound: float) -> str:
+    """2147483647 and 7.5 as written, not 2.14748e+09."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 _CHECKS = {"enum": _enum, "int": _int, "number": _number, "bool": _bool, "string": _string, "url": _url}
