@@ -19,11 +19,17 @@ from app.providers import kie_signature
 
 API_KEY = "test-key"
 HMAC_KEY = "test-hmac-key"
+KVID_KEY = "test-kvid-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 RECORD_KEYS = {
     "taskId", "model", "state", "param", "resultJson", "failCode", "failMsg",
     "costTime", "createTime", "updateTime", "completeTime", "creditsConsumed",
 }  # fmt: skip
+COUNTERS = (
+    "createTask", "recordInfo", "gpt4oGenerate", "gpt4oRecordInfo", "fluxGenerate", "fluxRecordInfo",
+    "kvidGenerate", "kvidStatus", "kvidResult", "upload",
+)  # fmt: skip
+NO_CALLS = {**dict.fromkeys(COUNTERS, 0), "recordInfoByTask": {}}
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +67,7 @@ async def receiver():
 
 @pytest.fixture
 async def emulator():
-    app = create_emulator(api_key=API_KEY, hmac_key=HMAC_KEY)
+    app = create_emulator(api_key=API_KEY, hmac_key=HMAC_KEY, kvid_api_key=KVID_KEY)
     # ASGITransport does not run the lifespan, and the lifespan owns the callback client.
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -79,6 +85,20 @@ async def wait_until(predicate, timeout: float = 3.0) -> None:
 async def set_faults(client: httpx.AsyncClient, **fields) -> None:
     response = await client.post("/emulator/faults", json=fields)
     assert response.status_code == 200, response.text
+
+
+def assert_signed(delivery: dict, task_id: str) -> None:
+    """The callback carries a fresh Kie webhook signature over `task_id`."""
+    timestamp = delivery["headers"][kie_signature.TIMESTAMP_HEADER]
+    assert abs(int(timestamp) - time.time()) < 5
+    assert kie_signature.is_valid(HMAC_KEY, task_id, timestamp, delivery["headers"][kie_signature.SIGNATURE_HEADER])
+
+
+async def fetch_image(client: httpx.AsyncClient, url: str, media_type: str) -> Image.Image:
+    """GET a result URL, check its content type, and decode it."""
+    response = await client.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == media_type
+    return Image.open(io.BytesIO(response.content))
 
 
 def create_body(callback_url: str | None = None, **model_input) -> dict:
@@ -200,10 +220,7 @@ async def test_signed_success_callback_in_market_format(emulator, receiver):
     assert json.loads(data["resultJson"])["resultUrls"] == [f"http://emulator.test/files/{task_id}/0.png"]
     assert data["costTime"] == 1  # whole seconds in callbacks, unlike recordInfo's 200 ms
     assert (await record(client, task_id))["costTime"] == 200
-    headers = receiver.received[0]["headers"]
-    timestamp = headers[kie_signature.TIMESTAMP_HEADER]
-    assert abs(int(timestamp) - time.time()) < 5
-    assert kie_signature.is_valid(HMAC_KEY, task_id, timestamp, headers[kie_signature.SIGNATURE_HEADER])
+    assert_signed(receiver.received[0], task_id)
     tasks = (await client.get("/emulator/tasks")).json()
     assert tasks[0]["deliveries"][0]["status"] == 200 and tasks[0]["dropped"] is False
 
@@ -309,12 +326,25 @@ async def test_result_url_serves_a_real_image(emulator, model_input, media_type,
     await set_faults(client, generate_s=0)
     task_id = await create(client, create_body(**model_input))
     [url] = json.loads((await record(client, task_id))["resultJson"])["resultUrls"]
-    response = await client.get(url)
-    assert response.status_code == 200 and response.headers["content-type"] == media_type
-    image = Image.open(io.BytesIO(response.content))
+    image = await fetch_image(client, url, media_type)
     assert image.format == pil_format and max(image.size) == 512
     assert image.width / image.height == pytest.approx(ratio, rel=0.01)
     assert (await client.get(url.rsplit(".", 1)[0] + ".gif")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("model_input", "count"),
+    [({"num_images": "2"}, 2), ({"max_images": 3}, 3), ({"num_images": 4}, 4), ({"num_images": "x"}, 1), ({}, 1)],
+)
+async def test_market_result_count_follows_num_images_or_max_images(emulator, model_input, count):
+    _, client = emulator
+    await set_faults(client, generate_s=0)
+    task_id = await create(client, create_body(**model_input))
+    urls = json.loads((await record(client, task_id))["resultJson"])["resultUrls"]
+    assert urls == [f"http://emulator.test/files/{task_id}/{n}.png" for n in range(count)]
+    for url in urls:
+        assert (await fetch_image(client, url, "image/png")).size == (512, 512)
+    assert (await client.get(f"/files/{task_id}/{count}.png")).status_code == 404
 
 
 @pytest.mark.parametrize("value", ["1:1", "2:3", "3:2", "4:5", "5:4", "21:9", "1:8", "8:1", "4:1", "1:4"])
@@ -359,12 +389,13 @@ async def test_calls_tasks_and_reset(emulator):
     await record(client, task_id)
     await record(client, task_id)
     calls = (await client.get("/emulator/calls")).json()
-    assert calls == {"createTask": 2, "recordInfo": 2, "recordInfoByTask": {task_id: 2}}
+    assert calls == {**NO_CALLS, "createTask": 2, "recordInfo": 2, "recordInfoByTask": {task_id: 2}}
     [task] = (await client.get("/emulator/tasks")).json()
     assert task["taskId"] == task_id and task["input"] == {"prompt": "a red fox"} and task["callBackUrl"] is None
+    assert task["api"] == "market" and task["model"] == "google/nano-banana"
     await set_faults(client, fail_rate=1.0)
     assert (await client.post("/emulator/reset")).status_code == 200
-    assert (await client.get("/emulator/calls")).json() == {"createTask": 0, "recordInfo": 0, "recordInfoByTask": {}}
+    assert (await client.get("/emulator/calls")).json() == NO_CALLS
     assert store.jobs == {} and store.faults == Faults()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -58,7 +59,8 @@ async def due_tasks(sessions, upstream_ids: list[str], *, state: str = "pending"
 
 @pytest.fixture
 async def two_replicas(database_url: str, emulator) -> AsyncIterator[tuple[Deps, Deps]]:
-    settings = gateway_settings(database_url, emulator.url)
+    # A long re-check delay: a task checked in this round is not due again during the test.
+    settings = gateway_settings(database_url, emulator.url, stale_after_s=60)
     async with open_deps(settings) as first, open_deps(settings) as second:
         yield first, second
 
@@ -69,7 +71,7 @@ async def test_two_sweepers_query_each_due_task_exactly_once(
     ids = await upstream_tasks(emulator.url, 30)
     await due_tasks(sessions, ids)
     first, second = two_replicas
-    reports = [await sweep for sweep in (sweep_once(first, limit=20), sweep_once(second, limit=20))]
+    reports = await asyncio.gather(sweep_once(first, limit=20), sweep_once(second, limit=20))
     assert reports[0]["checked"] + reports[1]["checked"] == 30
     calls = await kie.calls()
     assert sorted(calls["recordInfoByTask"]) == sorted(ids)

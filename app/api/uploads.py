@@ -39,13 +39,13 @@ async def _multipart_file(request: Request, raw: bytes) -> bytes:
         return {"type": "http.request", "body": raw, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+        async with Request(request.scope, replay).form(max_files=1, max_fields=10) as form:  # closes temp files
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise BadRequest("multipart field 'file' is required")
+            return await file.read()
     except (MultiPartException, HTTPException) as exc:
         raise BadRequest(f"Malformed multipart body: {getattr(exc, 'detail', exc)}") from None
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise BadRequest("multipart field 'file' is required")
-    return await file.read()
 
 
 def _json_file(raw: bytes) -> bytes:
