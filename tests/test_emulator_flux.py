@@ -2,10 +2,10 @@
 
 import json
 
-import httpx
 import pytest
 
 from tests import test_emulator as base
+from tests.kie_calls import kie_generate, kie_record
 from tests.test_emulator import AUTH, assert_signed, fetch_image, set_faults, wait_until
 
 emulator, receiver, empty_tables = base.emulator, base.receiver, base.empty_tables
@@ -24,18 +24,6 @@ def body_flux(callback_url: str | None = None, **fields) -> dict:
     return body
 
 
-async def generate(client: httpx.AsyncClient, body: dict) -> str:
-    response = await client.post(GENERATE, json=body, headers=AUTH)
-    assert response.status_code == 200 and response.json()["code"] == 200, response.json()
-    return response.json()["data"]["taskId"]
-
-
-async def record_flux(client: httpx.AsyncClient, task_id: str) -> dict:
-    response = await client.get(RECORD_INFO, params={"taskId": task_id}, headers=AUTH)
-    assert response.status_code == 200 and response.json()["code"] == 200, response.json()
-    return response.json()["data"]
-
-
 async def test_generate_and_record_info_walk_the_timeline(emulator):
     store, client = emulator
     now = 1_700_000_000.0
@@ -48,11 +36,11 @@ async def test_generate_and_record_info_walk_the_timeline(emulator):
     assert task_id.startswith("fk_") and len(task_id) == 27
     for elapsed in (0, 5, 9.9):
         now = 1_700_000_000.0 + elapsed
-        data = await record_flux(client, task_id)
+        data = await kie_record(client, RECORD_INFO, task_id)
         assert set(data) == RECORD_KEYS
         assert (data["successFlag"], data["response"], data["completeTime"], data["errorCode"]) == (0, None, None, None)
     now = 1_700_000_010.0
-    data = await record_flux(client, task_id)
+    data = await kie_record(client, RECORD_INFO, task_id)
     url = f"http://emulator.test/files/{task_id}/0.jpg"  # jpeg is Flux's default format
     assert data["successFlag"] == 1 and data["response"] == {"originImageUrl": url, "resultImageUrl": url}
     assert (data["createTime"], data["completeTime"]) == (1_700_000_000_000, 1_700_000_010_000)
@@ -65,7 +53,7 @@ async def test_generate_and_record_info_walk_the_timeline(emulator):
 async def test_failed_job_in_record_info(emulator):
     _, client = emulator
     await set_faults(client, generate_s=0, fail_rate=1.0, fail_msg="generation failed")
-    data = await record_flux(client, await generate(client, body_flux()))
+    data = await kie_record(client, RECORD_INFO, await kie_generate(client, GENERATE, body_flux()))
     assert (data["successFlag"], data["errorCode"], data["errorMessage"]) == (3, 501, "generation failed")
     assert data["response"] is None and data["completeTime"] == data["createTime"]
 
@@ -105,7 +93,7 @@ async def test_record_info_errors_and_auth(emulator):
 async def test_signed_success_callback(emulator, receiver):
     store, client = emulator
     await set_faults(client, generate_s=0.2)
-    task_id = await generate(client, body_flux(receiver.url, outputFormat="png"))
+    task_id = await kie_generate(client, GENERATE, body_flux(receiver.url, outputFormat="png"))
     await wait_until(lambda: store.jobs[task_id].deliveries)
     url = f"http://emulator.test/files/{task_id}/0.png"
     assert receiver.received[0]["body"] == {
@@ -119,7 +107,7 @@ async def test_signed_success_callback(emulator, receiver):
 async def test_failure_callback_has_empty_urls(emulator, receiver):
     _, client = emulator
     await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="content policy", fail_code="400")
-    task_id = await generate(client, body_flux(receiver.url))
+    task_id = await kie_generate(client, GENERATE, body_flux(receiver.url))
     await wait_until(lambda: receiver.received)
     assert receiver.received[0]["body"] == {
         "code": 501,
@@ -141,8 +129,8 @@ async def test_failure_callback_has_empty_urls(emulator, receiver):
 async def test_result_image_follows_aspect_ratio_and_format(emulator, fields, media_type, ratio):
     _, client = emulator
     await set_faults(client, generate_s=0)
-    task_id = await generate(client, body_flux(**fields))
-    url = (await record_flux(client, task_id))["response"]["resultImageUrl"]
+    task_id = await kie_generate(client, GENERATE, body_flux(**fields))
+    url = (await kie_record(client, RECORD_INFO, task_id))["response"]["resultImageUrl"]
     image = await fetch_image(client, url, media_type)
     assert image.width / image.height == pytest.approx(ratio, rel=0.01)
     assert (await client.get(url.replace("/0.", "/1."))).status_code == 404

@@ -2,10 +2,10 @@
 
 import json
 
-import httpx
 import pytest
 
 from tests import test_emulator as base
+from tests.kie_calls import kie_generate, kie_record
 from tests.test_emulator import AUTH, assert_signed, create, create_body, fetch_image, set_faults, wait_until
 
 # The emulator-only fixtures, re-bound here so pytest finds them in this module too.
@@ -26,19 +26,6 @@ def body_4o(callback_url: str | None = None, **fields) -> dict:
     return body
 
 
-async def generate(client: httpx.AsyncClient, body: dict) -> str:
-    response = await client.post(GENERATE, json=body, headers=AUTH)
-    assert response.status_code == 200 and response.json()["code"] == 200, response.json()
-    return response.json()["data"]["taskId"]
-
-
-async def record_4o(client: httpx.AsyncClient, task_id: str) -> dict:
-    response = await client.get(RECORD_INFO, params={"taskId": task_id}, headers=AUTH)
-    assert response.status_code == 200 and response.json()["code"] == 200, response.json()
-    assert response.json()["msg"] == "success"
-    return response.json()["data"]
-
-
 async def test_generate_and_record_info_walk_the_timeline(emulator):
     store, client = emulator
     now = 1_700_000_000.0
@@ -52,14 +39,14 @@ async def test_generate_and_record_info_walk_the_timeline(emulator):
     seen = []
     for elapsed in (0, 5, 9.9):
         now = 1_700_000_000.0 + elapsed
-        data = await record_4o(client, task_id)
+        data = await kie_record(client, RECORD_INFO, task_id)
         assert set(data) == RECORD_KEYS
         assert (data["successFlag"], data["status"], data["response"]) == (0, "GENERATING", None)
         assert data["completeTime"] is None and data["errorCode"] is None and data["errorMessage"] is None
         seen.append(data["progress"])
     assert seen == ["0.00", "0.50", "0.99"]
     now = 1_700_000_010.0
-    data = await record_4o(client, task_id)
+    data = await kie_record(client, RECORD_INFO, task_id)
     assert (data["successFlag"], data["status"], data["progress"]) == (1, "SUCCESS", "1.00")
     assert data["response"] == {"resultUrls": [f"http://emulator.test/files/{task_id}/{n}.png" for n in (0, 1)]}
     assert (data["createTime"], data["completeTime"]) == (1_700_000_000_000, 1_700_000_010_000)
@@ -70,7 +57,7 @@ async def test_generate_and_record_info_walk_the_timeline(emulator):
 async def test_failed_job_in_record_info(emulator, fail_code, error_code):
     _, client = emulator
     await set_faults(client, generate_s=0, fail_rate=1.0, fail_msg="flagged by OpenAI", fail_code=fail_code)
-    data = await record_4o(client, await generate(client, body_4o()))
+    data = await kie_record(client, RECORD_INFO, await kie_generate(client, GENERATE, body_4o()))
     assert (data["successFlag"], data["status"], data["response"]) == (2, "GENERATE_FAILED", None)
     assert (data["errorCode"], data["errorMessage"]) == (error_code, "flagged by OpenAI")
     assert data["completeTime"] == data["createTime"]
@@ -103,7 +90,9 @@ async def test_invalid_generate_body_is_a_422_naming_the_problem(emulator, body,
 
 async def test_files_alone_are_enough(emulator):
     _, client = emulator
-    task_id = await generate(client, {"size": "2:3", "filesUrl": ["https://x/a.png"], "maskUrl": "https://x/m.png"})
+    task_id = await kie_generate(
+        client, GENERATE, {"size": "2:3", "filesUrl": ["https://x/a.png"], "maskUrl": "https://x/m.png"}
+    )
     assert task_id.startswith("4o_")
 
 
@@ -122,7 +111,7 @@ async def test_record_info_errors_and_auth(emulator):
 async def test_signed_success_callback_nests_result_urls_under_info(emulator, receiver):
     store, client = emulator
     await set_faults(client, generate_s=0.2)
-    task_id = await generate(client, body_4o(receiver.url, nVariants=4))
+    task_id = await kie_generate(client, GENERATE, body_4o(receiver.url, nVariants=4))
     await wait_until(lambda: store.jobs[task_id].deliveries)
     urls = [f"http://emulator.test/files/{task_id}/{n}.png" for n in range(4)]
     assert receiver.received[0]["body"] == {
@@ -139,7 +128,7 @@ async def test_signed_success_callback_nests_result_urls_under_info(emulator, re
 async def test_failure_callback_has_null_info(emulator, receiver):
     _, client = emulator
     await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="could not download filesUrl", fail_code="451")
-    task_id = await generate(client, body_4o(receiver.url))
+    task_id = await kie_generate(client, GENERATE, body_4o(receiver.url))
     await wait_until(lambda: receiver.received)
     assert receiver.received[0]["body"] == {
         "code": 451,
@@ -153,8 +142,8 @@ async def test_failure_callback_has_null_info(emulator, receiver):
 async def test_result_images_follow_n_variants_and_size(emulator, size, ratio):
     _, client = emulator
     await set_faults(client, generate_s=0)
-    task_id = await generate(client, body_4o(size=size, nVariants=4))
-    urls = (await record_4o(client, task_id))["response"]["resultUrls"]
+    task_id = await kie_generate(client, GENERATE, body_4o(size=size, nVariants=4))
+    urls = (await kie_record(client, RECORD_INFO, task_id))["response"]["resultUrls"]
     assert len(urls) == 4
     for url in urls:
         image = await fetch_image(client, url, "image/png")

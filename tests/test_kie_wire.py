@@ -7,7 +7,7 @@ Wire shapes follow kie-api-facts §2 (createTask / recordInfo), §4 (4o and Flux
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from app.providers.kie import CALLBACK_READERS, KieClient
 from app.providers.kie_market import callback_task_id, read_callback, read_record
 from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, MODELS, Api
 from app.validation import parse_generate
+from tests.mock_http import Handler, answer, raising
 
 BASE = "https://kie.test"
 UPLOAD_BASE = "https://upload.kie.test"
@@ -30,29 +31,11 @@ PAYLOAD = {"model": "nano-banana-pro", "input": {"prompt": "a cat", "aspect_rati
 IMG = "https://tempfile.aiquickdraw.com/r/1.png"
 IMG2 = "https://tempfile.aiquickdraw.com/r/2.png"
 
-Handler = Callable[[httpx.Request], httpx.Response]
-
 
 @asynccontextmanager
 async def kie_answering(handler: Handler) -> AsyncIterator[KieClient]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         yield KieClient(http, BASE, API_KEY, UPLOAD_BASE)
-
-
-def answer(status: int = 200, body: Any = None, **kwargs: Any) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if body is None:
-            return httpx.Response(status, **kwargs)
-        return httpx.Response(status, json=body, **kwargs)
-
-    return handler
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc_type("boom", request=request)
-
-    return handler
 
 
 async def create(handler: Handler) -> str:

@@ -7,7 +7,7 @@ and the {"success": false, "error": {"code", "message"}} envelope with a real HT
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,14 +19,13 @@ from app.errors import ProviderRejected, ProviderUnavailable
 from app.providers.kvid import KvidClient
 from app.providers.models import KVID, MODELS
 from app.validation import parse_generate
+from tests.mock_http import Handler, answer, raising
 
 BASE = "https://kvid.test"
 API_KEY = "kvid-secret-key"
 IMG = "https://cdn.kvid.ai/r/1.jpeg"
 IMG2 = "https://cdn.kvid.ai/r/2.jpeg"
 SOURCE = "https://cdn.example.com/source.png"
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 @asynccontextmanager
@@ -41,22 +40,6 @@ def ok(data: Any) -> dict[str, Any]:
 
 def failure(code: str, message: str) -> dict[str, Any]:
     return {"success": False, "error": {"code": code, "message": message}}
-
-
-def answer(status: int = 200, body: Any = None, **kwargs: Any) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if body is None:
-            return httpx.Response(status, **kwargs)
-        return httpx.Response(status, json=body, **kwargs)
-
-    return handler
-
-
-def raising(exc_type: type[httpx.TransportError]) -> Handler:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc_type("boom", request=request)
-
-    return handler
 
 
 async def create(handler: Handler, model: str = "kvid/text-to-image") -> str:

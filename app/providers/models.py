@@ -237,19 +237,16 @@ MODEL_LIST = (
         Prompt(5000, 3),
         FLUX2 | {"aspectRatio": enum("aspect_ratio", FLUX2_RATIOS + " auto", "1:1")},
     ),
-    ModelSpec(
-        "flux-2/pro-image-to-image",
-        MARKET,
-        Prompt(5000, 3),
-        FLUX2 | {"aspectRatio": enum("aspect_ratio", FLUX2_RATIOS + " auto", "auto")},
-        images=Images("input_urls", 8, True),
-    ),
-    ModelSpec(
-        "flux-2/flex-image-to-image",
-        MARKET,
-        Prompt(5000, 3),
-        FLUX2 | {"aspectRatio": enum("aspect_ratio", FLUX2_RATIOS + " auto", "auto")},
-        images=Images("input_urls", 8, True),
+    *(
+        # "auto" matches the first input image's ratio.
+        ModelSpec(
+            name,
+            MARKET,
+            Prompt(5000, 3),
+            FLUX2 | {"aspectRatio": enum("aspect_ratio", FLUX2_RATIOS + " auto", "auto")},
+            images=Images("input_urls", 8, True),
+        )
+        for name in ("flux-2/pro-image-to-image", "flux-2/flex-image-to-image")
     ),
     ModelSpec(
         "gpt-image/1.5-text-to-image",
@@ -302,21 +299,16 @@ MODEL_LIST = (
         },
         Images("filesUrl", 5),
     ),
-    ModelSpec(
-        "flux-kontext-pro",
-        FLUX_KONTEXT,
-        Prompt(5000),
-        FLUX_KONTEXT_FIELDS,
-        FLUX_KONTEXT_OPTIONS,
-        Images("inputImage", 1, single=True),
-    ),
-    ModelSpec(
-        "flux-kontext-max",
-        FLUX_KONTEXT,
-        Prompt(5000),
-        FLUX_KONTEXT_FIELDS,
-        FLUX_KONTEXT_OPTIONS,
-        Images("inputImage", 1, single=True),
+    *(
+        ModelSpec(
+            name,
+            FLUX_KONTEXT,
+            Prompt(5000),
+            FLUX_KONTEXT_FIELDS,
+            FLUX_KONTEXT_OPTIONS,
+            Images("inputImage", 1, single=True),
+        )
+        for name in ("flux-kontext-pro", "flux-kontext-max")
     ),
     ModelSpec("kvid/text-to-image", KVID, Prompt(2000), KVID_FIELDS, KVID_OPTIONS),
     ModelSpec(
