@@ -54,9 +54,9 @@ async def receive_callback(
     if change is not None and deps.settings.callback_confirm and client is not None:
         change = await _confirm(client, ROUTE_APIS[route], change)
         verdict = verdict if change is not None else UNCONFIRMED
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         if change is not None:
-            outcome = await apply_update(session, task_id, change, "callback", deps.clock())
+            outcome = await apply_update(deps, session, task_id, change, "callback")
             verdict = Verdict(200, outcome.value)
         elif verdict is UNCONFIRMED:
             await queries.reschedule(session, task_id, deps.clock())

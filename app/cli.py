@@ -15,10 +15,12 @@ from collections.abc import Sequence
 import httpx
 import uvicorn
 
+from app.client_cli import add_generate_command
 from app.db.engine import create_engine
 from app.db.migrate import upgrade
 from app.deps import open_deps
-from app.keys import create_key
+from app.errors import NotFound
+from app.keys import NewKey, create_key, rotate_webhook_secret
 from app.settings import Settings, SettingsError
 from app.sweeper import run_sweeper, sweep_once
 
@@ -66,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--quiet", action="store_true", help="print only the key")
     create.set_defaults(run=cmd_keys_create)
+    rotate = key_commands.add_parser(
+        "rotate-webhook-secret", help="new webhook signing secret (old one signs 24 h more)"
+    )
+    rotate.add_argument("key_id", type=int)
+    rotate.set_defaults(run=cmd_keys_rotate)
+    add_generate_command(commands)
     return parser
 
 
@@ -129,7 +137,7 @@ async def migrate_and_print_welcome(settings: Settings, args: argparse.Namespace
     finally:
         await engine.dispose()
     async with open_deps(settings) as deps:
-        _, key = await create_key(deps, "dev")
+        key = (await create_key(deps, "dev")).key
     base = f"http://{args.host}:{args.port}"
     print(
         f"\nimagehook on {base}, using the Kie.ai emulator on {settings.kieai_base_url}\n"
@@ -173,12 +181,28 @@ def cmd_emulator(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
-    async def run() -> tuple[int, str]:
+    async def run() -> NewKey:
         async with open_deps(Settings.from_environ()) as deps:
             return await create_key(deps, args.name)
 
-    key_id, key = asyncio.run(run())
+    created = asyncio.run(run())
     if args.quiet:
-        print(key)
+        print(created.key)
     else:
-        print(f"Created API key #{key_id} '{args.name}'. It is shown only once:\n{key}")
+        print(
+            f"Created API key #{created.id} '{args.name}'. Both are shown only once.\n"
+            f"API key:        {created.key}\n"
+            f"Webhook secret: {created.webhook_secret}"
+        )
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    async def run() -> str:
+        async with open_deps(Settings.from_environ()) as deps:
+            return await rotate_webhook_secret(deps, args.key_id)
+
+    try:
+        secret = asyncio.run(run())
+    except NotFound as exc:
+        sys.exit(f"imagehook: {exc.message}")
+    print(f"New webhook secret for key #{args.key_id} (the old one also signs for 24 h):\n{secret}")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessions
 from app.providers import Provider, build_providers
 from app.settings import Settings
+from app.watch import TaskWatch
+
+CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose state this transaction changed
 
 
 def utc_now() -> datetime:
@@ -27,7 +30,16 @@ class Deps:
     sessions: async_sessionmaker[Any]
     http: httpx.AsyncClient
     providers: dict[str, Provider]
+    watch: TaskWatch = field(default_factory=TaskWatch)
     clock: Callable[[], datetime] = utc_now
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; once it commits, waiters on the tasks it changed wake up."""
+        async with self.sessions.begin() as session:
+            yield session
+        for task_id in session.info.pop(CHANGED_TASKS, ()):
+            self.watch.publish(task_id)
 
 
 @asynccontextmanager

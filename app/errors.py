@@ -45,6 +45,10 @@ class NotFound(GatewayError):
     status = 404
 
 
+class Conflict(GatewayError):
+    status = 409
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
 

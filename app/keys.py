@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from app.db import queries
 from app.db.models import ApiKey
 from app.deps import Deps
-from app.errors import Unauthorized
+from app.errors import NotFound, Unauthorized
 
 KEY_PREFIX = "ih_"
 
@@ -17,12 +19,37 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(deps: Deps, name: str) -> tuple[int, str]:
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], created_at=deps.clock())
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: int
+    key: str
+    webhook_secret: str
+
+
+async def create_key(deps: Deps, name: str) -> NewKey:
+    key, webhook_secret = KEY_PREFIX + secrets.token_urlsafe(32), new_webhook_secret()
+    row = ApiKey(
+        name=name, key_hash=hash_key(key), prefix=key[:10], webhook_secret=webhook_secret, created_at=deps.clock()
+    )
     async with deps.sessions.begin() as session:
         session.add(row)
-    return row.id, key
+    return NewKey(row.id, key, webhook_secret)
+
+
+async def rotate_webhook_secret(deps: Deps, key_id: int) -> str:
+    """A new signing secret; the old one keeps signing beside it for a day (see webhooks.signing_secrets)."""
+    async with deps.sessions.begin() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"No API key #{key_id}")
+        row.previous_webhook_secret, row.webhook_secret = row.webhook_secret, new_webhook_secret()
+        row.webhook_secret_rotated_at = deps.clock()
+        return row.webhook_secret
 
 
 async def authenticate(deps: Deps, key: str | None) -> int:

@@ -13,12 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api import callbacks, health, images, models, uploads
+from app.api import callbacks, health, images, models, tasks, uploads, webhooks
 from app.db.migrate import head_revision
 from app.deps import Deps, open_deps
 from app.errors import GatewayError
 from app.settings import Settings
 from app.sweeper import run_sweeper
+from app.watch import listen_postgres
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,28 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         async with open_deps(settings) as deps:
-            sweeper = None
+            background = []
             if run_sweeper_in_process and settings.sweep_interval_s > 0:
-                sweeper = asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s), name="sweeper")
+                background.append(asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s)))
+            if deps.engine.dialect.name == "postgresql":
+                background.append(asyncio.create_task(listen_postgres(settings.database_url, deps.watch)))
             try:
                 yield {"deps": deps, "schema_head": head_revision(settings.database_url)}
             finally:
-                if sweeper is not None:
-                    sweeper.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sweeper
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
 
     return Starlette(
-        routes=[*images.routes, *models.routes, *uploads.routes, *callbacks.routes, *health.routes],
+        routes=[
+            *images.routes,
+            *tasks.routes,
+            *models.routes,
+            *uploads.routes,
+            *webhooks.routes,
+            *callbacks.routes,
+            *health.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: server_error},
     )

@@ -6,23 +6,28 @@ state changes. No transaction is ever open while an upstream HTTP call is in fli
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import webhooks
 from app.db import queries
-from app.db.models import Task
-from app.deps import Deps
+from app.db.models import IdempotencyKey, Task
+from app.deps import CHANGED_TASKS, Deps
 from app.domain import Backoff, State, Update
-from app.errors import NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
+from app.errors import Conflict, NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
 from app.providers import LABELS, Provider
 from app.providers.models import MODELS, Api, ModelSpec
 from app.validation import Submission
+from app.watch import sleep_until_changed
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +71,35 @@ def first_check_delay(deps: Deps, spec: ModelSpec) -> float:
     return deps.settings.stale_after_s if spec.api.callback_route else deps.settings.poll_interval_s
 
 
-async def submit_task(deps: Deps, *, api_key_id: int, submission: Submission) -> str:
+async def submit_task(
+    deps: Deps, *, api_key_id: int, submission: Submission, idempotency_key: str | None = None
+) -> str:
+    """Store the task, then send it. With an Idempotency-Key, a repeat returns the first task."""
     provider_for(deps, submission.model)
+    if submission.webhook_url:
+        await webhooks.check_destination(submission.webhook_url, deps.settings.webhook_allow_private)
+    fingerprint = submission.fingerprint()
+    if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
+        return earlier
+    task = new_task(deps, api_key_id, submission)
+    try:
+        async with deps.sessions.begin() as session:
+            session.add(task)
+            if idempotency_key:
+                session.add(IdempotencyKey(**_key_row(api_key_id, idempotency_key, fingerprint, task)))
+            queries.add_event(session, task, task.created_at, "submit", State.PENDING, "created")
+    except IntegrityError:
+        # A concurrent retry with the same key committed first: answer with its task.
+        if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
+            return earlier
+        raise
+    await send_task(deps, task)
+    return task.id
+
+
+def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
     now = deps.clock()
-    task = Task(
+    return Task(
         id=new_task_id(),
         api_key_id=api_key_id,
         provider=submission.model.api.provider,
@@ -77,19 +107,36 @@ async def submit_task(deps: Deps, *, api_key_id: int, submission: Submission) ->
         request=submission.payload,
         state=State.PENDING.value,
         image_urls=[],
+        webhook_url=submission.webhook_url,
         submit_attempts=0,
         check_attempts=0,
         # Keeps the sweeper off the task while this request sends it; if the process dies
-        # before createTask returns, the sweeper sends it once this has passed.
+        # before the create call returns, the sweeper sends it once this has passed.
         next_check_at=now + timedelta(seconds=deps.settings.upstream_timeout_s + 5),
         created_at=now,
         updated_at=now,
     )
-    async with deps.sessions.begin() as session:
-        session.add(task)
-        queries.add_event(session, task.id, now, "submit", State.PENDING, "created")
-    await send_task(deps, task)
-    return task.id
+
+
+def _key_row(api_key_id: int, key: str, fingerprint: str, task: Task) -> dict[str, object]:
+    return {
+        "api_key_id": api_key_id,
+        "key": key,
+        "request_hash": fingerprint,
+        "task_id": task.id,
+        "created_at": task.created_at,
+    }
+
+
+async def idempotent_task(deps: Deps, api_key_id: int, key: str, fingerprint: str) -> str | None:
+    """The task an earlier request with this key made, or None; 409 if that request differed."""
+    async with deps.sessions() as session:
+        row = await queries.get_idempotency_key(session, api_key_id, key)
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise Conflict("Idempotency-Key was already used with a different request")
+    return row.task_id
 
 
 async def send_task(deps: Deps, task: Task) -> None:
@@ -122,24 +169,34 @@ def before_deadline(deps: Deps, task: Task, delay_s: float) -> datetime:
     return min(deps.clock() + timedelta(seconds=delay_s), deadline)
 
 
-async def apply_update(session: AsyncSession, task_id: str, change: Update, source: str, now: datetime) -> Outcome:
-    """Record what a provider said about a task. Idempotent, monotonic, first terminal wins."""
-    if await queries.advance_task(session, task_id, change, now):
-        queries.add_event(session, task_id, now, source, change.state, Outcome.APPLIED, **_event_detail(change))
+async def apply_update(deps: Deps, session: AsyncSession, task_id: str, change: Update, source: str) -> Outcome:
+    """Record what a provider said about a task. Idempotent, monotonic, first terminal wins.
+
+    In the same transaction: the task's history, and, at a terminal state, the webhook to
+    send (the outbox), so a crash can lose neither.
+    """
+    now = deps.clock()
+    task = await queries.advance_task(session, task_id, change, now)
+    if task is not None:
+        queries.add_event(session, task, now, source, change.state, Outcome.APPLIED, **_event_detail(change))
+        if change.state.terminal and task.webhook_url:
+            webhooks.enqueue(session, task, status_body(task), now, deps.settings.webhook_retry_for_s)
+        await queries.notify_replicas(session, task_id)
+        session.info.setdefault(CHANGED_TASKS, set()).add(task_id)
         return Outcome.APPLIED
     task = await queries.get_task(session, task_id)
     if task is None:
         return Outcome.UNKNOWN_TASK
     if _conflicts(task, change):
         log.warning("task %s is %s; ignoring a later %s from %s", task_id, task.state, change.state, source)
-        queries.add_event(session, task_id, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
+        queries.add_event(session, task, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
         return Outcome.CONFLICT
     return Outcome.DUPLICATE
 
 
 async def update_task(deps: Deps, task_id: str, change: Update, source: str) -> Outcome:
-    async with deps.sessions.begin() as session:
-        return await apply_update(session, task_id, change, source, deps.clock())
+    async with deps.write() as session:
+        return await apply_update(deps, session, task_id, change, source)
 
 
 def _conflicts(task: Task, change: Update) -> bool:
@@ -158,12 +215,44 @@ def _event_detail(change: Update) -> dict[str, object]:
     }
 
 
-async def get_status(deps: Deps, *, api_key_id: int, task_id: str) -> dict[str, object]:
+async def read_task(deps: Deps, api_key_id: int, task_id: str) -> Task:
     async with deps.sessions() as session:
         task = await queries.get_task(session, task_id, api_key_id)
     if task is None:
         raise NotFound("Task not found")
-    return status_body(task)
+    return task
+
+
+async def wait_for_task(deps: Deps, *, api_key_id: int, task_id: str, wait_s: float) -> Task:
+    """The task once terminal, or as it is after wait_s. Holds no connection while waiting."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    with deps.watch.watch(task_id) as changed:
+        while True:
+            task = await read_task(deps, api_key_id, task_id)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if State(task.state).terminal or remaining <= 0:
+                return task
+            await sleep_until_changed(changed, remaining)
+
+
+async def status_changes(
+    deps: Deps, *, api_key_id: int, task_id: str, keepalive_s: float
+) -> AsyncIterator[Task | None]:
+    """Each new version of the task until it is terminal; None when keepalive_s passed quietly."""
+    seen, quiet_since = None, asyncio.get_running_loop().time()
+    with deps.watch.watch(task_id) as changed:
+        while True:
+            task = await read_task(deps, api_key_id, task_id)
+            now = asyncio.get_running_loop().time()
+            if (task.state, task.updated_at) != seen:
+                seen, quiet_since = (task.state, task.updated_at), now
+                yield task
+            elif now - quiet_since >= keepalive_s:
+                quiet_since = now
+                yield None
+            if State(task.state).terminal:
+                return
+            await sleep_until_changed(changed, keepalive_s)
 
 
 def status_body(task: Task) -> dict[str, object]:

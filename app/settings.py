@@ -33,6 +33,10 @@ class Settings:
     poll_interval_s: float = 3.0
     callback_confirm: bool = False
     upstream_timeout_s: float = 30.0
+    webhook_allow_private: bool = False
+    webhook_retry_for_s: float = 86400.0
+    webhook_retry_base_s: float = 5.0
+    webhook_timeout_s: float = 15.0
     max_body_bytes: int = 1024 * 1024
 
     @classmethod
@@ -56,6 +60,10 @@ class Settings:
             poll_interval_s=_number(env, "POLL_INTERVAL_S", cls.poll_interval_s),
             callback_confirm=env.get("CALLBACK_CONFIRM", "0") == "1",
             upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s),
+            webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0") == "1",
+            webhook_retry_for_s=_number(env, "WEBHOOK_RETRY_FOR_S", cls.webhook_retry_for_s),
+            webhook_retry_base_s=_number(env, "WEBHOOK_RETRY_BASE_S", cls.webhook_retry_base_s),
+            webhook_timeout_s=_number(env, "WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s),
         )
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from app import services
 from app.db import queries
 from app.db.models import Task
+from app.deliveries import deliver_due
 from app.deps import Deps
 from app.domain import TIMED_OUT_MSG, Backoff, State, Update
 from app.errors import NotConfigured, ProviderError, UpstreamRejected
@@ -31,7 +32,7 @@ def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
 
 
 async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
-    """Claim due tasks and work each one outside any transaction. Returns what was done."""
+    """Claim due tasks and due webhooks, and work each outside any transaction. Returns what was done."""
     now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
     lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
@@ -43,7 +44,8 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
         async with gate:
             return await visit_task(deps, task)
 
-    return Counter(await asyncio.gather(*(visit(task) for task in tasks)))
+    done = Counter(await asyncio.gather(*(visit(task) for task in tasks)))
+    return done + await deliver_due(deps)
 
 
 async def visit_task(deps: Deps, task: Task) -> str:
@@ -79,9 +81,9 @@ async def check_task(deps: Deps, task: Task) -> str:
         await services.update_task(deps, task.id, change, "sweep")
         return "completed"
     attempt = task.check_attempts + 1
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         if change is not None:
-            await services.apply_update(session, task.id, change, "sweep", deps.clock())
+            await services.apply_update(deps, session, task.id, change, "sweep")
         next_check = services.before_deadline(deps, task, check_backoff(deps, spec).delay(attempt))
         await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
     return "checked"

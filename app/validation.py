@@ -5,6 +5,7 @@ Pure: a rejected request has touched nothing when BadRequest is raised.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -12,16 +13,23 @@ from typing import Any
 from app.errors import BadRequest
 from app.providers.models import DEFAULT_MODEL, MODELS, ModelSpec
 from app.providers.params import Param, is_absolute_http_url
+from app.webhooks import check_url_form
 
 # Request fields every model may accept (each model's table says which it does).
 COMMON_FIELDS = ("aspectRatio", "resolution", "outputFormat", "negativePrompt", "seed", "numImages")
-KNOWN_FIELDS = frozenset({"prompt", "model", "imageInput", "options", *COMMON_FIELDS})
+KNOWN_FIELDS = frozenset({"prompt", "model", "imageInput", "options", "webhookUrl", *COMMON_FIELDS})
 
 
 @dataclass(frozen=True)
 class Submission:
     model: ModelSpec
     payload: dict[str, Any]  # the upstream request body, less the per-task callback URL
+    webhook_url: str | None = None
+
+    def fingerprint(self) -> str:
+        """Equal for equal requests, whatever the JSON key order: what Idempotency-Key compares."""
+        canonical = json.dumps([self.payload, self.webhook_url], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def parse_generate(body: Any) -> Submission:
@@ -37,7 +45,8 @@ def parse_generate(body: Any) -> Submission:
     for name in COMMON_FIELDS:
         values |= _field(name, body.get(name), model)
     values |= _options(body.get("options"), model)
-    return Submission(model, model.body(values))
+    webhook_url = body.get("webhookUrl")
+    return Submission(model, model.body(values), None if webhook_url is None else check_url_form(webhook_url))
 
 
 def _model(value: Any) -> ModelSpec:

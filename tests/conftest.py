@@ -27,7 +27,7 @@ from app.db.engine import create_engine, is_sqlite
 from app.db.migrate import upgrade
 from app.db.models import ApiKey, Base, CallbackEvent, Task, TaskEvent
 from app.emulator import create_emulator
-from app.keys import hash_key
+from app.keys import hash_key, new_webhook_secret
 from app.main import create_app
 from app.providers import kie_signature
 from app.settings import Settings
@@ -173,13 +173,31 @@ async def gateway(start_gateway: StartGateway) -> Gateway:
     return await start_gateway()
 
 
+@dataclass
+class ClientKey:
+    key: str
+    webhook_secret: str
+    id: int
+
+
 @pytest.fixture
-def make_key(sessions: async_sessionmaker[Any]) -> Callable[[str], Awaitable[str]]:
-    async def make(name: str = "client") -> str:
-        key = "ih_" + secrets.token_urlsafe(32)
+def make_client_key(sessions: async_sessionmaker[Any]) -> Callable[[str], Awaitable[ClientKey]]:
+    async def make(name: str = "client") -> ClientKey:
+        key, secret = "ih_" + secrets.token_urlsafe(32), new_webhook_secret()
+        row = ApiKey(
+            name=name, key_hash=hash_key(key), prefix=key[:10], webhook_secret=secret, created_at=datetime.now(UTC)
+        )
         async with sessions.begin() as session:
-            session.add(ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], created_at=datetime.now(UTC)))
-        return key
+            session.add(row)
+        return ClientKey(key, secret, row.id)
+
+    return make
+
+
+@pytest.fixture
+def make_key(make_client_key: Callable[[str], Awaitable[ClientKey]]) -> Callable[[str], Awaitable[str]]:
+    async def make(name: str = "client") -> str:
+        return (await make_client_key(name)).key
 
     return make
 

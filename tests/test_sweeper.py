@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app.db import queries
 from app.db.models import ApiKey, Task
 from app.deps import Deps, open_deps
+from app.keys import new_webhook_secret
 from app.sweeper import sweep_once
 from tests.conftest import EMULATOR_API_KEY, Emulator, gateway_settings
 
@@ -34,7 +35,7 @@ async def upstream_tasks(emulator_url: str, count: int) -> list[str]:
 async def due_tasks(sessions, upstream_ids: list[str], *, state: str = "pending") -> None:
     now = datetime.now(UTC)
     async with sessions.begin() as session:
-        key = ApiKey(name="k", key_hash="0" * 64, prefix="ih_", created_at=now)
+        key = ApiKey(name="k", key_hash="0" * 64, prefix="ih_", webhook_secret=new_webhook_secret(), created_at=now)
         session.add(key)
         await session.flush()
         for n, upstream_id in enumerate(upstream_ids):

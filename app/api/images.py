@@ -1,6 +1,8 @@
-"""The client API, compatible with the seed gateway: generate and status."""
+"""The client API, compatible with the seed gateway: generate and status, plus waiting."""
 
 from __future__ import annotations
+
+import re
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -13,6 +15,10 @@ from app.errors import BadRequest
 from app.keys import authenticate
 from app.validation import parse_generate
 
+MAX_WAIT_S = 60
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
 
 def presented_key(request: Request) -> str | None:
     """`Authorization: Bearer <key>`, or the seed's `auth_token` cookie."""
@@ -22,21 +28,60 @@ def presented_key(request: Request) -> str | None:
     return request.cookies.get("auth_token")
 
 
+async def owner_of(request: Request) -> int:
+    return await authenticate(request.state.deps, presented_key(request))
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
+
+
+def preferred_wait(request: Request) -> int | None:
+    """`Prefer: wait=N` (RFC 7240); a preference, so more than 60 is served as 60."""
+    match = PREFER_WAIT.search(request.headers.get("prefer", ""))
+    return min(int(match.group(1)), MAX_WAIT_S) if match else None
+
+
+def query_wait(request: Request) -> float | None:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_WAIT_S}")
+    return wait
+
+
 async def generate(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
-    owner = await authenticate(deps, presented_key(request))
+    owner = await owner_of(request)
+    key, wait = idempotency_key(request), preferred_wait(request)
     submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
-    task_id = await services.submit_task(deps, api_key_id=owner, submission=submission)
-    return JSONResponse({"taskId": task_id})
+    task_id = await services.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+    if wait is None:
+        return JSONResponse({"taskId": task_id})
+    task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+    return JSONResponse(services.status_body(task), headers={"Preference-Applied": f"wait={wait}"})
 
 
 async def status(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
-    owner = await authenticate(deps, presented_key(request))
+    owner = await owner_of(request)
     task_id = request.query_params.get("taskId", "").strip()
     if not task_id:
         raise BadRequest("taskId is required")
-    return JSONResponse(await services.get_status(deps, api_key_id=owner, task_id=task_id))
+    wait = query_wait(request)
+    if wait:
+        task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+    else:
+        task = await services.read_task(deps, owner, task_id)
+    return JSONResponse(services.status_body(task))
 
 
 routes = [

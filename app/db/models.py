@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -43,15 +43,22 @@ class ApiKey(Base):
     # SHA-256 of the key: keys are 256-bit random, so a slow password hash adds nothing.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    # Signs outgoing webhooks (Standard Webhooks `whsec_...`), so it is kept, not hashed.
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    # After a rotation both secrets sign for a while, so receivers can switch without loss.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    webhook_secret_rotated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
 
 
 class Task(Base):
     __tablename__ = "tasks"
+    # Listing: a client's tasks newest first, paged by (created_at, id).
+    __table_args__ = (Index("ix_tasks_api_key_id_created_at_id", "api_key_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     provider: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(100))
     request: Mapped[dict[str, Any]]
@@ -61,6 +68,7 @@ class Task(Base):
     fail_code: Mapped[str | None] = mapped_column(String(20))
     fail_msg: Mapped[str | None] = mapped_column(Text)
     cost_time_ms: Mapped[int | None]
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     submit_attempts: Mapped[int] = mapped_column(default=0)
     check_attempts: Mapped[int] = mapped_column(default=0)
     # When the sweeper should next look at this task; NULL once terminal, so the
@@ -76,10 +84,15 @@ class TaskEvent(Base):
     """A task's history: every state change, and every update that was refused."""
 
     __tablename__ = "task_events"
-    __table_args__ = (Index("ix_task_events_task_id_id", "task_id", "id"),)
+    __table_args__ = (
+        Index("ix_task_events_task_id_id", "task_id", "id"),
+        # The catch-up feed: one client's changes in order.
+        Index("ix_task_events_api_key_id_id", "api_key_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(20))
     to_state: Mapped[str] = mapped_column(String(20))
@@ -99,3 +112,54 @@ class CallbackEvent(Base):
     headers: Mapped[dict[str, Any]]
     body: Mapped[str] = mapped_column(Text)
     verdict: Mapped[str] = mapped_column(String(40))
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key a client sent with a generate request, and the task it made."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per webhook to send, written with the state change that caused it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_api_key_id_id", "api_key_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), unique=True)  # stable across retries
+    task_id: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(20))  # pending | delivered | failed | gone
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)  # NULL once settled
+    give_up_at: Mapped[datetime]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id", viewonly=True)
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    at: Mapped[datetime]
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    # The receiver's answer, cut short: enough to debug, never a way to fill our disk.
+    response_body: Mapped[str | None] = mapped_column(String(2048))
+    duration_ms: Mapped[int]

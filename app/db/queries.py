@@ -6,15 +6,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ApiKey, Task, TaskEvent
+from app.db.models import ApiKey, IdempotencyKey, Task, TaskEvent
 from app.domain import TERMINAL, State, Update, states_before
+from app.watch import CHANNEL
 
 
 async def find_api_key_id(session: AsyncSession, key_hash: str) -> int | None:
     stmt = select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_idempotency_key(session: AsyncSession, api_key_id: int, key: str) -> IdempotencyKey | None:
+    stmt = select(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -25,8 +31,8 @@ async def get_task(session: AsyncSession, task_id: str, api_key_id: int | None =
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def advance_task(session: AsyncSession, task_id: str, change: Update, now: datetime) -> bool:
-    """Move a task forward to change.state if, and only if, that is a forward move.
+async def advance_task(session: AsyncSession, task_id: str, change: Update, now: datetime) -> Task | None:
+    """Move a task forward to change.state if, and only if, that is a forward move; the moved task.
 
     One conditional UPDATE, so concurrent updates from callbacks and sweepers on any
     replica cannot both win, and SQLite never has to upgrade a read lock to a write lock.
@@ -44,9 +50,9 @@ async def advance_task(session: AsyncSession, task_id: str, change: Update, now:
             "next_check_at": None,
         }
     allowed = [s.value for s in states_before(change.state)]
-    stmt = update(Task).where(Task.id == task_id, Task.state.in_(allowed)).values(**values)
+    stmt = update(Task).where(Task.id == task_id, Task.state.in_(allowed)).values(**values).returning(Task)
     result = await session.execute(stmt.execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return result.scalar_one_or_none()
 
 
 async def record_submission(
@@ -100,7 +106,23 @@ async def claim_due(session: AsyncSession, now: datetime, lease_until: datetime,
 
 
 def add_event(
-    session: AsyncSession, task_id: str, now: datetime, source: str, state: State, outcome: str, **detail: Any
+    session: AsyncSession, task: Task, now: datetime, source: str, state: State, outcome: str, **detail: Any
 ) -> None:
     detail = {key: value for key, value in detail.items() if value not in (None, (), [])}
-    session.add(TaskEvent(task_id=task_id, at=now, source=source, to_state=state.value, outcome=outcome, detail=detail))
+    session.add(
+        TaskEvent(
+            task_id=task.id,
+            api_key_id=task.api_key_id,
+            at=now,
+            source=source,
+            to_state=state.value,
+            outcome=outcome,
+            detail=detail,
+        )
+    )
+
+
+async def notify_replicas(session: AsyncSession, task_id: str) -> None:
+    """PostgreSQL delivers this at commit to every replica LISTENing (see app/watch.py)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_notify(CHANNEL, task_id)))

@@ -1,0 +1,134 @@
+"""Sending due webhooks from the outbox, recording each attempt, and the deliveries API data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from app.db.models import ApiKey, WebhookAttempt, WebhookDelivery
+from app.deps import Deps
+from app.domain import Backoff
+from app.errors import BadRequest, NotFound
+from app.providers.http import retry_after
+from app.webhooks import check_destination, signed_request, signing_secrets
+
+BATCH_SIZE = 20
+KEPT_RESPONSE_CHARS = 2048  # enough to debug a receiver, never a way to fill our disk
+
+
+@dataclass(frozen=True)
+class Result:
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    retry_after: float | None = None
+    permanent: bool = False  # no point retrying (the destination is refused)
+
+
+async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
+    now = deps.clock()
+    lease_until = now + timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
+    async with deps.sessions.begin() as session:
+        due = (
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=lease_until)
+            .returning(WebhookDelivery)
+            .execution_options(synchronize_session=False)
+        )
+        deliveries = (await session.execute(claim)).scalars().all()
+        key_ids = {delivery.api_key_id for delivery in deliveries}
+        keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
+    outcomes = await asyncio.gather(*(send(deps, delivery, keys[delivery.api_key_id]) for delivery in deliveries))
+    return Counter(f"webhook_{outcome}" for outcome in outcomes)
+
+
+async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> str:
+    started = time.monotonic()
+    result = await attempt(deps, delivery, key)
+    duration_ms = round((time.monotonic() - started) * 1000)
+    async with deps.sessions.begin() as session:
+        return await record(deps, session, delivery, result, duration_ms)
+
+
+async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> Result:
+    try:
+        await check_destination(delivery.url, deps.settings.webhook_allow_private)
+    except BadRequest as exc:
+        return Result(error=exc.message, permanent=True)
+    body, headers = signed_request(delivery, signing_secrets(key, deps.clock()))
+    try:
+        response = await deps.http.post(
+            delivery.url, content=body, headers=headers, timeout=deps.settings.webhook_timeout_s
+        )
+    except httpx.HTTPError as exc:
+        return Result(error=f"{type(exc).__name__}: {exc}"[:500])
+    return Result(response.status_code, None, response.text[:KEPT_RESPONSE_CHARS], retry_after(response))
+
+
+async def record(deps: Deps, session: Any, delivery: WebhookDelivery, result: Result, duration_ms: int) -> str:
+    now = deps.clock()
+    session.add(
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            at=now,
+            status_code=result.status_code,
+            error=result.error,
+            response_body=result.response_body,
+            duration_ms=duration_ms,
+        )
+    )
+    state, next_attempt = next_step(deps, delivery, result, now)
+    values: dict[str, Any] = {
+        "state": state,
+        "attempts": delivery.attempts + 1,
+        "next_attempt_at": next_attempt,
+        "last_status": result.status_code,
+        "last_error": result.error,
+    }
+    if state == "delivered":
+        values["delivered_at"] = now
+    await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
+    return state
+
+
+def next_step(deps: Deps, delivery: WebhookDelivery, result: Result, now: datetime) -> tuple[str, datetime | None]:
+    """delivered on 2xx; gone on 410 (the receiver asked us to stop); otherwise retry with
+    jittered exponential backoff, later if the receiver asks (Retry-After), until give-up time."""
+    if result.status_code is not None and 200 <= result.status_code < 300:
+        return "delivered", None
+    if result.status_code == 410:
+        return "gone", None
+    if result.permanent:
+        return "failed", None
+    backoff = Backoff(base_s=deps.settings.webhook_retry_base_s, cap_s=7200.0, factor=3.0)
+    delay = max(backoff.delay(delivery.attempts + 1), result.retry_after or 0)
+    retry_at = now + timedelta(seconds=delay)
+    if retry_at > delivery.give_up_at:
+        return "failed", None
+    return "pending", retry_at
+
+
+async def retry_now(deps: Deps, api_key_id: int, delivery_id: int) -> None:
+    """Replay one delivery at once (whatever its state), with a fresh retry window."""
+    now = deps.clock()
+    async with deps.sessions.begin() as session:
+        delivery = await session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.api_key_id != api_key_id:
+            raise NotFound("Delivery not found")
+        delivery.state, delivery.next_attempt_at = "pending", now
+        delivery.give_up_at = max(delivery.give_up_at, now + timedelta(seconds=deps.settings.webhook_retry_for_s))

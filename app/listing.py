@@ -1,0 +1,146 @@
+"""Reading a client's own records in pages: tasks newest first, the change feed, deliveries."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import selectinload
+
+from app.db.models import Task, TaskEvent, WebhookDelivery
+from app.deps import Deps
+from app.domain import State
+from app.errors import BadRequest
+from app.services import status_body
+
+# On PostgreSQL, ids are handed out at insert but become visible at commit, so a later id can
+# appear before an earlier one. The feed shows only events older than this, by which time
+# every transaction that could still add an earlier id has long committed.
+FEED_SETTLE_S = 2.0
+
+
+def page_size(raw: str | None, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}")
+    return int(raw)
+
+
+def encode_cursor(task: Task) -> str:
+    return base64.urlsafe_b64encode(json.dumps([task.created_at.isoformat(), task.id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), str(task_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("cursor is invalid") from None
+
+
+def parse_time(name: str, raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        raise BadRequest(f"{name} must include a time zone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
+    """Newest first; keyset pagination on (created_at, id), so inserts never shift pages."""
+    limit = page_size(params.get("limit"), 20, 100)
+    stmt = select(Task).where(Task.api_key_id == api_key_id)
+    if state := params.get("state"):
+        if state not in State.__members__.values():
+            raise BadRequest(f"state must be one of: {', '.join(State)}")
+        stmt = stmt.where(Task.state == state)
+    if model := params.get("model"):
+        stmt = stmt.where(Task.model == model)
+    if created_after := params.get("createdAfter"):
+        stmt = stmt.where(Task.created_at > parse_time("createdAfter", created_after))
+    if cursor := params.get("cursor"):
+        at, task_id = decode_cursor(cursor)
+        stmt = stmt.where(or_(Task.created_at < at, and_(Task.created_at == at, Task.id < task_id)))
+    stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+    async with deps.sessions() as session:
+        tasks = list((await session.execute(stmt)).scalars())
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return {"tasks": [status_body(task) for task in tasks], "nextCursor": encode_cursor(tasks[-1]) if more else None}
+
+
+async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
+    """The client's state changes in order, after an event id: the catch-up path for missed webhooks."""
+    raw_after = params.get("after", "0")
+    if not raw_after.isdigit():
+        raise BadRequest("after must be an event id (a non-negative integer)")
+    limit = page_size(params.get("limit"), 100, 500)
+    stmt = (
+        select(TaskEvent)
+        .where(
+            TaskEvent.api_key_id == api_key_id,
+            TaskEvent.id > int(raw_after),
+            TaskEvent.outcome.in_(("created", "applied")),
+        )
+        .order_by(TaskEvent.id)
+        .limit(limit)
+    )
+    if deps.engine.dialect.name == "postgresql":
+        stmt = stmt.where(TaskEvent.at <= deps.clock() - timedelta(seconds=FEED_SETTLE_S))
+    async with deps.sessions() as session:
+        events = list((await session.execute(stmt)).scalars())
+    return {
+        "events": [event_body(event) for event in events],
+        "nextCursor": str(events[-1].id) if events else raw_after,
+    }
+
+
+def event_body(event: TaskEvent) -> dict[str, Any]:
+    return {"id": event.id, "taskId": event.task_id, "state": event.to_state, "at": event.at.isoformat()} | {
+        key: event.detail[key] for key in ("imageUrls", "failMsg") if key in event.detail
+    }
+
+
+async def list_deliveries(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
+    limit = page_size(params.get("limit"), 50, 200)
+    stmt = select(WebhookDelivery).where(WebhookDelivery.api_key_id == api_key_id)
+    if task_id := params.get("taskId"):
+        stmt = stmt.where(WebhookDelivery.task_id == task_id)
+    stmt = stmt.order_by(WebhookDelivery.id.desc()).limit(limit)
+    async with deps.sessions() as session:
+        deliveries = list((await session.execute(stmt.options(selectinload(WebhookDelivery.attempt_log)))).scalars())
+    return {"deliveries": [delivery_body(delivery) for delivery in deliveries]}
+
+
+def delivery_body(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "webhookId": delivery.webhook_id,
+        "taskId": delivery.task_id,
+        "url": delivery.url,
+        "eventType": delivery.event_type,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "nextAttemptAt": delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None,
+        "lastStatus": delivery.last_status,
+        "lastError": delivery.last_error,
+        "createdAt": delivery.created_at.isoformat(),
+        "deliveredAt": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+        "attemptLog": [
+            {
+                "at": attempt.at.isoformat(),
+                "statusCode": attempt.status_code,
+                "error": attempt.error,
+                "durationMs": attempt.duration_ms,
+                "responseBody": attempt.response_body,
+            }
+            for attempt in delivery.attempt_log
+        ],
+    }

@@ -1,0 +1,103 @@
+"""Webhooks to clients: Standard Webhooks signatures, a durable outbox, and delivery with retries.
+
+A delivery row is written in the same transaction as the state change that causes it; the
+sweeper sends due rows (any replica, claimed with SKIP LOCKED), recording every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import ApiKey, Task, WebhookDelivery
+from app.errors import BadRequest
+
+ROTATION_OVERLAP = timedelta(days=1)
+EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
+
+
+def enqueue(session: AsyncSession, task: Task, status: dict[str, Any], now: datetime, retry_for_s: float) -> None:
+    event_type = EVENT_TYPES[task.state]
+    session.add(
+        WebhookDelivery(
+            webhook_id="msg_" + secrets.token_urlsafe(18),
+            task_id=task.id,
+            api_key_id=task.api_key_id,
+            url=task.webhook_url,
+            event_type=event_type,
+            payload={"type": event_type, **status},
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            give_up_at=now + timedelta(seconds=retry_for_s),
+            created_at=now,
+        )
+    )
+
+
+def signing_secrets(key: ApiKey, now: datetime) -> list[str]:
+    """The current secret, plus the previous one for a day after a rotation."""
+    rotated = key.webhook_secret_rotated_at
+    if key.previous_webhook_secret and rotated and now - rotated < ROTATION_OVERLAP:
+        return [key.webhook_secret, key.previous_webhook_secret]
+    return [key.webhook_secret]
+
+
+def sign(secret_list: list[str], webhook_id: str, timestamp: int, body: bytes) -> str:
+    """`webhook-signature`: one `v1,<base64 HMAC-SHA256>` per secret, space-separated."""
+    content = f"{webhook_id}.{timestamp}.".encode() + body
+    signatures = []
+    for secret in secret_list:
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        signatures.append("v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode())
+    return " ".join(signatures)
+
+
+def signed_request(delivery: WebhookDelivery, secret_list: list[str]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret_list, delivery.webhook_id, timestamp, body),
+    }
+    return body, headers
+
+
+def check_url_form(url: Any) -> str:
+    if not isinstance(url, str) or len(url) > 2048:
+        raise BadRequest("webhookUrl must be a URL string")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise BadRequest("webhookUrl must be an absolute http(s) URL")
+    return url
+
+
+async def check_destination(url: str, allow_private: bool) -> None:
+    """Refuse URLs that reach inside our own network (SSRF), unless explicitly allowed.
+
+    Checked at submit and again before every attempt, since DNS answers can change.
+    """
+    if allow_private:
+        return
+    parts = urlsplit(url)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
+    except OSError:
+        raise BadRequest(f"webhookUrl host {parts.hostname!r} cannot be resolved") from None
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if not address.is_global or address.is_multicast:
+            raise BadRequest("webhookUrl resolves to a private, loopback or link-local address")
