@@ -75,15 +75,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_webhook_attempts_delivery_id"), "webhook_attempts", ["delivery_id"], unique=False)
     # Existing keys get a webhook secret of their own; existing events the owner of their task.
-    op.add_column("api_keys", sa.Column("webhook_secret", sa.String(length=64), nullable=True))
+    # No rebuild of api_keys (SQLite cannot rebuild a table others reference while foreign
+    # keys are enforced): the column starts with a placeholder default, then is filled.
+    op.add_column("api_keys", sa.Column("webhook_secret", sa.String(length=64), nullable=False, server_default=""))
     op.add_column("api_keys", sa.Column("previous_webhook_secret", sa.String(length=64), nullable=True))
     op.add_column("api_keys", sa.Column("webhook_secret_rotated_at", sa.DateTime(timezone=True), nullable=True))
     connection = op.get_bind()
-    for (key_id,) in connection.execute(sa.text("SELECT id FROM api_keys")):
+    for (key_id,) in connection.execute(sa.text("SELECT id FROM api_keys")).all():
         secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         connection.execute(sa.text("UPDATE api_keys SET webhook_secret = :s WHERE id = :i"), {"s": secret, "i": key_id})
-    with op.batch_alter_table("api_keys") as batch:
-        batch.alter_column("webhook_secret", existing_type=sa.String(length=64), nullable=False)
+    if connection.dialect.name != "sqlite":
+        op.alter_column("api_keys", "webhook_secret", server_default=None)
     op.add_column("task_events", sa.Column("api_key_id", sa.Integer(), nullable=True))
     op.execute(
         "UPDATE task_events SET api_key_id = (SELECT tasks.api_key_id FROM tasks WHERE tasks.id = task_events.task_id)"
@@ -107,10 +109,9 @@ def downgrade() -> None:
     with op.batch_alter_table("task_events") as batch:
         batch.drop_constraint(op.f("fk_task_events_api_key_id_api_keys"), type_="foreignkey")
         batch.drop_column("api_key_id")
-    with op.batch_alter_table("api_keys") as batch:
-        batch.drop_column("webhook_secret_rotated_at")
-        batch.drop_column("previous_webhook_secret")
-        batch.drop_column("webhook_secret")
+    op.drop_column("api_keys", "webhook_secret_rotated_at")
+    op.drop_column("api_keys", "previous_webhook_secret")
+    op.drop_column("api_keys", "webhook_secret")
     op.drop_index(op.f("ix_webhook_attempts_delivery_id"), table_name="webhook_attempts")
     op.drop_table("webhook_attempts")
     op.drop_index(op.f("ix_webhook_deliveries_next_attempt_at"), table_name="webhook_deliveries")
