@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from app.main import create_app
 
     emulator = start_emulator(args) if args.emulator else None
+    # uvicorn re-raises SIGTERM once it has shut down; as an exit, it runs the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         settings = Settings.from_environ()
         if emulator is not None:
