@@ -77,6 +77,8 @@ async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> Result:
         )
     except httpx.HTTPError as exc:
         return Result(error=f"{type(exc).__name__}: {exc}"[:500])
+    except (httpx.InvalidURL, ValueError) as exc:  # a URL that can never be sent (e.g. a bad IDNA host)
+        return Result(error=f"{type(exc).__name__}: {exc}"[:500], permanent=True)
     return Result(response.status_code, None, response.text[:KEPT_RESPONSE_CHARS], retry_after(response))
 
 

@@ -79,8 +79,16 @@ def signed_request(delivery: WebhookDelivery, secret_list: list[str]) -> tuple[b
 def check_url_form(url: Any) -> str:
     if not isinstance(url, str) or len(url) > 2048:
         raise BadRequest("webhookUrl must be a URL string")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:  # also an unclosed IPv6 bracket
+        raise BadRequest("webhookUrl must be an absolute http(s) URL") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
         raise BadRequest("webhookUrl must be an absolute http(s) URL")
     return url
 
@@ -94,8 +102,8 @@ async def check_destination(url: str, allow_private: bool) -> None:
         return
     parts = urlsplit(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
-    except OSError:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError):  # UnicodeError: not encodable as IDNA (an empty or over-long label)
         raise BadRequest(f"webhookUrl host {parts.hostname!r} cannot be resolved") from None
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
