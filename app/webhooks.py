@@ -102,7 +102,9 @@ async def check_destination(url: str, allow_private: bool) -> None:
         return
     parts = urlsplit(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        )
     except (OSError, UnicodeError):  # UnicodeError: not encodable as IDNA (an empty or over-long label)
         raise BadRequest(f"webhookUrl host {parts.hostname!r} cannot be resolved") from None
     for *_, sockaddr in infos:
