@@ -48,6 +48,11 @@ class ApiKey(Base):
     # After a rotation both secrets sign for a while, so receivers can switch without loss.
     previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
     webhook_secret_rotated_at: Mapped[datetime | None]
+    # Limits; NULL means unlimited. Enforced at submit against this table (see app/limits.py).
+    rate_per_minute: Mapped[int | None]
+    max_in_flight: Mapped[int | None]
+    daily_credit_budget: Mapped[float | None]
+    monthly_credit_budget: Mapped[float | None]
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
 
@@ -68,6 +73,9 @@ class Task(Base):
     fail_code: Mapped[str | None] = mapped_column(String(20))
     fail_msg: Mapped[str | None] = mapped_column(Text)
     cost_time_ms: Mapped[int | None]
+    # Credits the provider reported; until then `credit_reserve` (an estimate) counts against budgets.
+    credits: Mapped[float | None]
+    credit_reserve: Mapped[float] = mapped_column(default=0.0)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     submit_attempts: Mapped[int] = mapped_column(default=0)
     check_attempts: Mapped[int] = mapped_column(default=0)
@@ -163,3 +171,36 @@ class WebhookAttempt(Base):
     # The receiver's answer, cut short: enough to debug, never a way to fill our disk.
     response_body: Mapped[str | None] = mapped_column(String(2048))
     duration_ms: Mapped[int]
+
+
+class StoredFile(Base):
+    """A result image to copy to imagehook's own storage before the provider's URL expires."""
+
+    __tablename__ = "stored_files"
+    __table_args__ = (UniqueConstraint("task_id", "n"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(40))
+    n: Mapped[int]
+    source_url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))  # pending | stored | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)  # NULL once settled
+    storage_key: Mapped[str | None] = mapped_column(String(200))
+    size: Mapped[int | None]
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    stored_at: Mapped[datetime | None]
+
+
+class UpstreamSend(Base):
+    """One create call to a provider: the shared window behind the upstream create-rate throttle."""
+
+    __tablename__ = "upstream_sends"
+    __table_args__ = (Index("ix_upstream_sends_provider_at", "provider", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
