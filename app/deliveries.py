@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from app.db.models import ApiKey, WebhookAttempt, WebhookDelivery
+from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps
 from app.domain import Backoff
 from app.errors import BadRequest, NotFound
 from app.providers.http import retry_after
+from app.services import status_body
 from app.webhooks import check_destination, signed_request, signing_secrets
 
 BATCH_SIZE = 20
@@ -53,27 +54,39 @@ async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
         deliveries = (await session.execute(claim)).scalars().all()
         key_ids = {delivery.api_key_id for delivery in deliveries}
         keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
-    outcomes = await asyncio.gather(*(send(deps, delivery, keys[delivery.api_key_id]) for delivery in deliveries))
-    return Counter(f"webhook_{outcome}" for outcome in outcomes)
+        task_ids = {delivery.task_id for delivery in deliveries}
+        tasks = {task.id: task for task in (await session.execute(select(Task).where(Task.id.in_(task_ids)))).scalars()}
+    sends = (
+        send(deps, delivery, keys[delivery.api_key_id], payload(deps, delivery, tasks.get(delivery.task_id)))
+        for delivery in deliveries
+    )
+    return Counter(f"webhook_{outcome}" for outcome in await asyncio.gather(*sends))
 
 
-async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> str:
+def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[str, Any]:
+    """Rendered at send time, so it carries imagehook's own image URLs once they exist."""
+    if task is None:  # purged since: resend what was sent before
+        return delivery.payload
+    return {"type": delivery.event_type, **status_body(task, deps.settings.public_base_url)}
+
+
+async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> str:
     started = time.monotonic()
-    result = await attempt(deps, delivery, key)
+    result = await attempt(deps, delivery, key, body)
     duration_ms = round((time.monotonic() - started) * 1000)
     async with deps.sessions.begin() as session:
-        return await record(deps, session, delivery, result, duration_ms)
+        return await record(deps, session, delivery, body, result, duration_ms)
 
 
-async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> Result:
+async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> Result:
     try:
         await check_destination(delivery.url, deps.settings.webhook_allow_private)
     except BadRequest as exc:
         return Result(error=exc.message, permanent=True)
-    body, headers = signed_request(delivery, signing_secrets(key, deps.clock()))
+    content, headers = signed_request(delivery, body, signing_secrets(key, deps.clock()))
     try:
         response = await deps.http.post(
-            delivery.url, content=body, headers=headers, timeout=deps.settings.webhook_timeout_s
+            delivery.url, content=content, headers=headers, timeout=deps.settings.webhook_timeout_s
         )
     except httpx.HTTPError as exc:
         return Result(error=f"{type(exc).__name__}: {exc}"[:500])
@@ -82,7 +95,9 @@ async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey) -> Result:
     return Result(response.status_code, None, response.text[:KEPT_RESPONSE_CHARS], retry_after(response))
 
 
-async def record(deps: Deps, session: Any, delivery: WebhookDelivery, result: Result, duration_ms: int) -> str:
+async def record(
+    deps: Deps, session: Any, delivery: WebhookDelivery, body: dict[str, Any], result: Result, duration_ms: int
+) -> str:
     now = deps.clock()
     session.add(
         WebhookAttempt(
@@ -97,6 +112,7 @@ async def record(deps: Deps, session: Any, delivery: WebhookDelivery, result: Re
     state, next_attempt = next_step(deps, delivery, result, now)
     values: dict[str, Any] = {
         "state": state,
+        "payload": body,  # what the receiver was last sent
         "attempts": delivery.attempts + 1,
         "next_attempt_at": next_attempt,
         "last_status": result.status_code,

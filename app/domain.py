@@ -37,6 +37,7 @@ class Update:
     fail_msg: str | None = None
     cost_time_ms: int | None = None
     upstream_id: str | None = None
+    credits: float | None = None  # what the provider charged, when it says
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
 

@@ -73,7 +73,10 @@ async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dic
         tasks = list((await session.execute(stmt)).scalars())
     more = len(tasks) > limit
     tasks = tasks[:limit]
-    return {"tasks": [status_body(task) for task in tasks], "nextCursor": encode_cursor(tasks[-1]) if more else None}
+    return {
+        "tasks": [status_body(task, deps.settings.public_base_url) for task in tasks],
+        "nextCursor": encode_cursor(tasks[-1]) if more else None,
+    }
 
 
 async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:

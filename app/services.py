@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import webhooks
+from app import copies, webhooks
 from app.db import queries
 from app.db.models import IdempotencyKey, Task
 from app.deps import CHANGED_TASKS, Deps
@@ -32,6 +32,7 @@ from app.watch import sleep_until_changed
 log = logging.getLogger(__name__)
 
 SUBMIT_BACKOFF = Backoff(base_s=2.0, cap_s=300.0)
+UPSTREAM_URL_LIFETIME = timedelta(hours=24)
 
 
 class Outcome(enum.StrEnum):
@@ -179,8 +180,10 @@ async def apply_update(deps: Deps, session: AsyncSession, task_id: str, change: 
     task = await queries.advance_task(session, task_id, change, now)
     if task is not None:
         queries.add_event(session, task, now, source, change.state, Outcome.APPLIED, **_event_detail(change))
+        if change.state is State.SUCCESS:
+            copies.enqueue(session, task, now)
         if change.state.terminal and task.webhook_url:
-            webhooks.enqueue(session, task, status_body(task), now, deps.settings.webhook_retry_for_s)
+            webhooks.enqueue(session, task, now, deps.settings.webhook_retry_for_s)
         await queries.notify_replicas(session, task_id)
         session.info.setdefault(CHANGED_TASKS, set()).add(task_id)
         return Outcome.APPLIED
@@ -255,16 +258,32 @@ async def status_changes(
             await sleep_until_changed(changed, keepalive_s)
 
 
-def status_body(task: Task) -> dict[str, object]:
-    success = task.state == State.SUCCESS
+def status_body(task: Task, public_base_url: str) -> dict[str, object]:
+    """The task as clients see it. Each image is served from imagehook's own copy once it
+    exists; until then it is the provider's URL, which expires (`expiresAt`)."""
+    urls = image_urls(task, public_base_url) if task.state == State.SUCCESS else []
     return {
         "taskId": task.id,
         "state": task.state,
-        "imageUrl": task.image_urls[0] if success and task.image_urls else None,
-        "imageUrls": list(task.image_urls) if success else [],
+        "imageUrl": urls[0] if urls else None,
+        "imageUrls": urls,
+        "expiresAt": _upstream_expiry(task) if urls and len(task.stored_images) < len(urls) else None,
         "failMsg": task.fail_msg if task.state == State.FAIL else None,
         "costTime": task.cost_time_ms,
         "model": task.model,
         "createdAt": task.created_at.isoformat(),
         "updatedAt": task.updated_at.isoformat(),
     }
+
+
+def image_urls(task: Task, public_base_url: str) -> list[str]:
+    stored = set(task.stored_images)
+    return [
+        f"{public_base_url}/api/images/{task.id}/files/{n}" if n in stored else url
+        for n, url in enumerate(task.image_urls)
+    ]
+
+
+def _upstream_expiry(task: Task) -> str:
+    # Kie documents 24 hours in one place and 14 days in another: promise the shorter.
+    return ((task.completed_at or task.updated_at) + UPSTREAM_URL_LIFETIME).isoformat()

@@ -27,7 +27,8 @@ ROTATION_OVERLAP = timedelta(days=1)
 EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
 
 
-def enqueue(session: AsyncSession, task: Task, status: dict[str, Any], now: datetime, retry_for_s: float) -> None:
+def enqueue(session: AsyncSession, task: Task, now: datetime, retry_for_s: float) -> None:
+    """The payload is rendered when sent, so it carries imagehook's own image URLs once copied."""
     event_type = EVENT_TYPES[task.state]
     session.add(
         WebhookDelivery(
@@ -36,7 +37,7 @@ def enqueue(session: AsyncSession, task: Task, status: dict[str, Any], now: date
             api_key_id=task.api_key_id,
             url=task.webhook_url,
             event_type=event_type,
-            payload={"type": event_type, **status},
+            payload={},
             state="pending",
             attempts=0,
             next_attempt_at=now,
@@ -64,8 +65,10 @@ def sign(secret_list: list[str], webhook_id: str, timestamp: int, body: bytes) -
     return " ".join(signatures)
 
 
-def signed_request(delivery: WebhookDelivery, secret_list: list[str]) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+def signed_request(
+    delivery: WebhookDelivery, payload: dict[str, Any], secret_list: list[str]
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",

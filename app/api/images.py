@@ -67,7 +67,9 @@ async def generate(request: Request) -> JSONResponse:
     if wait is None:
         return JSONResponse({"taskId": task_id})
     task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
-    return JSONResponse(services.status_body(task), headers={"Preference-Applied": f"wait={wait}"})
+    return JSONResponse(
+        services.status_body(task, deps.settings.public_base_url), headers={"Preference-Applied": f"wait={wait}"}
+    )
 
 
 async def status(request: Request) -> JSONResponse:
@@ -81,7 +83,7 @@ async def status(request: Request) -> JSONResponse:
         task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
     else:
         task = await services.read_task(deps, owner, task_id)
-    return JSONResponse(services.status_body(task))
+    return JSONResponse(services.status_body(task, deps.settings.public_base_url))
 
 
 routes = [

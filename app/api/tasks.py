@@ -40,7 +40,7 @@ async def _sse(deps: Deps, owner: int, task_id: str) -> AsyncIterator[str]:
         if task is None:
             yield ": keepalive\n\n"
         else:
-            yield f"event: status\ndata: {json.dumps(services.status_body(task))}\n\n"
+            yield f"event: status\ndata: {json.dumps(services.status_body(task, deps.settings.public_base_url))}\n\n"
 
 
 routes = [

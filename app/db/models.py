@@ -32,7 +32,7 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON, list[int]: JSON}
 
 
 class ApiKey(Base):
@@ -69,7 +69,9 @@ class Task(Base):
     request: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(20))
     upstream_id: Mapped[str | None] = mapped_column(String(100), index=True)
-    image_urls: Mapped[list[str]] = mapped_column(default=list)
+    image_urls: Mapped[list[str]] = mapped_column(default=list)  # as the provider gave them
+    # Indexes of image_urls already copied to imagehook's storage (served from our own URL).
+    stored_images: Mapped[list[int]] = mapped_column(default=list)
     fail_code: Mapped[str | None] = mapped_column(String(20))
     fail_msg: Mapped[str | None] = mapped_column(Text)
     cost_time_ms: Mapped[int | None]

@@ -46,6 +46,8 @@ async def advance_task(session: AsyncSession, task_id: str, change: Update, now:
             "fail_code": change.fail_code,
             "fail_msg": change.fail_msg,
             "cost_time_ms": change.cost_time_ms,
+            # A failed task is not charged unless the provider says otherwise.
+            "credits": change.credits if change.credits is not None or change.state is State.SUCCESS else 0.0,
             "completed_at": now,
             "next_check_at": None,
         }

@@ -51,15 +51,18 @@ def upgrade() -> None:
     op.add_column("api_keys", sa.Column("daily_credit_budget", sa.Double(), nullable=True))
     op.add_column("api_keys", sa.Column("monthly_credit_budget", sa.Double(), nullable=True))
     op.add_column("tasks", sa.Column("credits", sa.Double(), nullable=True))
+    op.add_column("tasks", sa.Column("stored_images", sa.JSON(), nullable=False, server_default="[]"))
     # Existing tasks reserved nothing; the placeholder default fills them without a table rebuild.
     op.add_column("tasks", sa.Column("credit_reserve", sa.Double(), nullable=False, server_default="0"))
     if op.get_bind().dialect.name != "sqlite":
         op.alter_column("tasks", "credit_reserve", server_default=None)
+        op.alter_column("tasks", "stored_images", server_default=None)
 
 
 def downgrade() -> None:
 
     op.drop_column("tasks", "credit_reserve")
+    op.drop_column("tasks", "stored_images")
     op.drop_column("tasks", "credits")
     op.drop_column("api_keys", "monthly_credit_budget")
     op.drop_column("api_keys", "daily_credit_budget")
