@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import httpx
 import uvicorn
@@ -19,11 +20,16 @@ import uvicorn
 from app.client_cli import add_generate_command
 from app.db.engine import create_engine
 from app.db.migrate import upgrade
-from app.deps import open_deps
-from app.errors import NotFound
-from app.keys import NewKey, create_key, rotate_webhook_secret
+from app.deps import Deps, open_deps
+from app.errors import NotConfigured, NotFound, ProviderError
+from app.keys import NewKey, create_key, rotate_webhook_secret, set_limits
+from app.providers.kie import KieClient
+from app.purge import parse_age, purge
 from app.settings import Settings, SettingsError
 from app.sweeper import run_sweeper, sweep_once
+from app.usage import summarize
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -74,8 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("key_id", type=int)
     rotate.set_defaults(run=cmd_keys_rotate)
+    add_limit_options(create)
+    limits = key_commands.add_parser("limits", help="set a key's limits (0 removes one)")
+    limits.add_argument("key_id", type=int)
+    add_limit_options(limits)
+    limits.set_defaults(run=cmd_keys_limits)
+
+    usage = commands.add_parser("usage", help="tasks and credits per key, model or day")
+    usage.add_argument("--key-id", type=int, help="one key (default: all)")
+    usage.add_argument("--from", dest="start", help="ISO 8601 start (default: 30 days ago)")
+    usage.add_argument("--to", dest="end", help="ISO 8601 end (default: now)")
+    usage.add_argument("--group-by", choices=["key", "model", "day"], default="key")
+    usage.set_defaults(run=cmd_usage)
+
+    commands.add_parser("credits", help="the Kie.ai account's remaining credits").set_defaults(run=cmd_credits)
+
+    purge_command = commands.add_parser("purge", help="delete finished tasks, their files and records")
+    purge_command.add_argument("--older-than", required=True, help="age like 30d, 12h, 90m")
+    purge_command.add_argument("--batch", type=int, default=500)
+    purge_command.set_defaults(run=cmd_purge)
     add_generate_command(commands)
     return parser
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", type=int, help="max submissions per minute")
+    parser.add_argument("--in-flight", type=int, help="max unfinished tasks")
+    parser.add_argument("--daily-budget", type=float, help="max credits per UTC day")
+    parser.add_argument("--monthly-budget", type=float, help="max credits per UTC month")
 
 
 def configure_logging() -> None:
@@ -186,7 +218,9 @@ def cmd_emulator(args: argparse.Namespace) -> None:
 def cmd_keys_create(args: argparse.Namespace) -> None:
     async def run() -> NewKey:
         async with open_deps(Settings.from_environ()) as deps:
-            return await create_key(deps, args.name)
+            created = await create_key(deps, args.name)
+            await set_limits(deps, created.id, **limit_values(args))
+            return created
 
     created = asyncio.run(run())
     if args.quiet:
@@ -209,3 +243,62 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     except NotFound as exc:
         sys.exit(f"imagehook: {exc.message}")
     print(f"New webhook secret for key #{args.key_id} (the old one also signs for 24 h):\n{secret}")
+
+
+def limit_values(args: argparse.Namespace) -> dict[str, float | None]:
+    """Only the options given; 0 means "no limit"."""
+    given = {
+        "rate_per_minute": args.rate,
+        "max_in_flight": args.in_flight,
+        "daily_credit_budget": args.daily_budget,
+        "monthly_credit_budget": args.monthly_budget,
+    }
+    return {name: (value or None) for name, value in given.items() if value is not None}
+
+
+def run_with_deps(work: Callable[[Deps], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with open_deps(Settings.from_environ()) as deps:
+            return await work(deps)
+
+    return asyncio.run(run())
+
+
+def cmd_keys_limits(args: argparse.Namespace) -> None:
+    try:
+        limits = run_with_deps(lambda deps: set_limits(deps, args.key_id, **limit_values(args)))
+    except NotFound as exc:
+        sys.exit(f"imagehook: {exc.message}")
+    print(f"Key #{args.key_id} limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+
+
+def cmd_usage(args: argparse.Namespace) -> None:
+    params = {k: v for k, v in {"from": args.start, "to": args.end, "groupBy": args.group_by}.items() if v}
+    report = run_with_deps(lambda deps: summarize(deps, params, args.key_id))
+    print(f"{args.group_by:<40} {'tasks':>8} {'credits':>12} {'reserved':>10}")
+    for group in report["groups"]:
+        print(f"{group[args.group_by]:<40} {group['tasks']:>8} {group['credits']:>12.2f} {group['reserved']:>10.2f}")
+    total = report["total"]
+    print(f"{'total':<40} {total['tasks']:>8} {total['credits']:>12.2f} {total['reserved']:>10.2f}")
+
+
+def cmd_credits(args: argparse.Namespace) -> None:
+    async def fetch(deps: Deps) -> float:
+        client = deps.providers.get("kie")
+        if not isinstance(client, KieClient):
+            raise NotConfigured("Kie.ai API key not configured")
+        return await client.credits()
+
+    try:
+        print(f"Kie.ai credits remaining: {run_with_deps(fetch):g}")
+    except (NotConfigured, ProviderError) as exc:
+        sys.exit(f"imagehook: {exc.message}")
+
+
+def cmd_purge(args: argparse.Namespace) -> None:
+    try:
+        age = parse_age(args.older_than)
+    except ValueError as exc:
+        sys.exit(f"imagehook: {exc}")
+    removed = run_with_deps(lambda deps: purge(deps, age, args.batch))
+    print("Purged: " + (", ".join(f"{n} {what}" for what, n in sorted(removed.items()) if n) or "nothing"))

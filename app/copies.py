@@ -1,12 +1,55 @@
-"""Copying result images to imagehook's own storage before the provider's URLs expire."""
+"""Copying result images to imagehook's own storage before the provider's URLs expire.
+
+Like webhook deliveries: the sweeper claims due rows with a lease, downloads each outside any
+transaction and records the outcome in a short one. A copy cut off by a restart keeps its lease
+until it expires and is then simply done again.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import httpx
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import uploads
+from app.db import queries
 from app.db.models import StoredFile, Task
+from app.deps import CHANGED_TASKS, Deps
+from app.domain import Backoff
+from app.errors import BadRequest
+from app.providers.http import retry_after
+from app.settings import Settings
+from app.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 10  # also the most downloads at once per sweeper: a batch runs concurrently
+COPY_BACKOFF = Backoff(base_s=2.0, cap_s=300.0)
+# Kie's shortest documented URL lifetime: after it there is nothing left to copy.
+GIVE_UP_AFTER = timedelta(hours=24)
+MAX_REDIRECTS = 3
+SNIFF_BYTES = 12  # enough for every image signature (WebP's is the longest)
+GIF_MAGIC = (b"GIF87a", b"GIF89a")
+TRANSIENT_STATUSES = frozenset({408, 429})  # and every 5xx
+
+
+class CopyError(Exception):
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.permanent, self.retry_after = message, permanent, retry_after
+
+
+@dataclass(frozen=True)
+class Copied:
+    stored: StoredObject
+    content_type: str
 
 
 def enqueue(session: AsyncSession, task: Task, now: datetime) -> None:
@@ -15,3 +58,234 @@ def enqueue(session: AsyncSession, task: Task, now: datetime) -> None:
         session.add(
             StoredFile(task_id=task.id, n=n, source_url=url, state="pending", next_attempt_at=now, created_at=now)
         )
+
+
+def storage_key(task_id: str, n: int) -> str:
+    return f"{task_id}/{n}"
+
+
+def lease_s(settings: Settings) -> float:
+    # The whole download and write run under copy_timeout_s; the margin covers recording the result.
+    return settings.copy_timeout_s + 10
+
+
+async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
+    """Copy every due image of one batch, concurrently. Returns what was done."""
+    rows = await claim_due(deps, limit)
+    storage = open_storage(deps.settings)
+    outcomes = await asyncio.gather(*(copy_one(deps, storage, row) for row in rows))
+    return Counter(f"copy_{outcome}" for outcome in outcomes)
+
+
+async def claim_due(deps: Deps, limit: int) -> Sequence[StoredFile]:
+    """Push due rows' next attempt to the end of a lease; SKIP LOCKED keeps replicas' batches disjoint."""
+    now = deps.clock()
+    due = (
+        select(StoredFile.id)
+        .where(StoredFile.state == "pending", StoredFile.next_attempt_at <= now)
+        .order_by(StoredFile.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        update(StoredFile)
+        .where(StoredFile.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=now + timedelta(seconds=lease_s(deps.settings)))
+        .returning(StoredFile)
+        .execution_options(synchronize_session=False)
+    )
+    async with deps.sessions.begin() as session:
+        return (await session.execute(claim)).scalars().all()
+
+
+async def copy_one(deps: Deps, storage: Storage, row: StoredFile) -> str:
+    try:
+        copied = await fetch(deps, storage, row)
+    except CopyError as exc:
+        return await record_failure(deps, row, exc)
+    except Exception as exc:
+        # One broken copy must not stop the batch; it is retried like any transient failure.
+        log.exception("copying image %d of %s failed", row.n, row.task_id)
+        return await record_failure(deps, row, CopyError(f"{type(exc).__name__}: {exc}"[:500]))
+    return await record_stored(deps, row, copied)
+
+
+async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
+    """Download row's image straight into storage, checking it on the way; CopyError says why not."""
+    settings = deps.settings
+    try:
+        async with asyncio.timeout(settings.copy_timeout_s):
+            response = await open_image(deps, row.source_url)
+            try:
+                check_response(response, settings.storage_max_bytes)
+                body = ImageStream(response.aiter_bytes())
+                key = storage_key(row.task_id, row.n)
+                stored = await storage.put(key, aiter(body), settings.storage_max_bytes)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise CopyError(f"timed out after {settings.copy_timeout_s:g} s") from None
+    except httpx.HTTPError as exc:  # network trouble, a cut-off or undecodable body: worth another try
+        raise CopyError(f"{type(exc).__name__}: {exc}"[:500]) from None
+    except (StorageError, httpx.InvalidURL) as exc:  # too large, or a URL or key that can never work
+        raise CopyError(str(exc)[:500], permanent=True) from None
+    assert body.media_type is not None  # put() consumed the stream, which checked it
+    return Copied(stored, body.media_type)
+
+
+async def open_image(deps: Deps, url: str) -> httpx.Response:
+    """GET url as a stream. Redirects are followed by hand, so that every hop is checked against
+    the allowlist: no URL a provider hands us can make imagehook fetch from anywhere else."""
+    request = deps.http.build_request("GET", url, timeout=deps.settings.copy_timeout_s)
+    for _ in range(MAX_REDIRECTS + 1):
+        if not host_allowed(request.url, deps.settings.fetch_allowed_hosts):
+            raise CopyError("host not allowed", permanent=True)
+        response = await deps.http.send(request, stream=True)
+        if response.next_request is None:
+            return response
+        await response.aclose()
+        request = response.next_request
+    raise CopyError("too many redirects", permanent=True)
+
+
+def host_allowed(url: httpx.URL, patterns: Sequence[str]) -> bool:
+    """Exact host names, or `*.domain` for any subdomain of domain (not domain itself); any port."""
+    host = url.host.rstrip(".").lower()
+    if url.scheme not in ("http", "https") or not host:
+        return False
+    patterns = [pattern.lower() for pattern in patterns]
+    return any(host.endswith(p[1:]) if p.startswith("*.") else host == p for p in patterns)
+
+
+def check_response(response: httpx.Response, max_bytes: int) -> None:
+    """Refuse, before reading the body, what cannot become a stored image."""
+    status = response.status_code
+    if status in TRANSIENT_STATUSES or status >= 500:
+        raise CopyError(f"HTTP {status}", retry_after=retry_after(response))
+    if not 200 <= status < 300:
+        raise CopyError(f"HTTP {status}", permanent=True)
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not media_type.startswith("image/"):
+        raise CopyError(f"not an image: {media_type or 'no Content-Type'}", permanent=True)
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise CopyError(str(TooLarge(max_bytes)), permanent=True)
+
+
+def image_type(head: bytes) -> str | None:
+    """The type the bytes themselves show: the upload formats (PNG, JPEG, WebP) or GIF; None otherwise."""
+    if head.startswith(GIF_MAGIC):
+        return "image/gif"
+    try:
+        return uploads.sniff(head)[0]
+    except BadRequest:
+        return None
+
+
+class ImageStream:
+    """A body passed through unchanged once its first bytes show an image; `media_type` is the
+    type they show, which is what gets served (not the sender's claim)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+        self.media_type: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        head = b""
+        async for chunk in self.chunks:
+            if self.media_type is None:
+                head += chunk
+                if len(head) < SNIFF_BYTES:
+                    continue
+                chunk = self._checked(head)
+            yield chunk
+        if self.media_type is None:  # a body shorter than SNIFF_BYTES
+            yield self._checked(head)
+
+    def _checked(self, head: bytes) -> bytes:
+        self.media_type = image_type(head)
+        if self.media_type is None:
+            raise CopyError("not an image: the bytes are not PNG, JPEG, WebP or GIF", permanent=True)
+        return head
+
+
+async def record_stored(deps: Deps, row: StoredFile, copied: Copied) -> str:
+    now = deps.clock()
+    values = {
+        "state": "stored",
+        "storage_key": storage_key(row.task_id, row.n),
+        "size": copied.stored.size,
+        "sha256": copied.stored.sha256,
+        "content_type": copied.content_type,
+        "stored_at": now,
+        "next_attempt_at": None,
+        "attempts": row.attempts + 1,
+        "error": None,
+    }
+    async with deps.write() as session:
+        # This row's write comes first: on SQLite it takes the database's write lock before the task is read.
+        if not await settle(session, row, values):
+            return "skipped"  # a copier whose lease had expired finished first; the file is the same
+        await add_stored_image(session, row.task_id, row.n, now)
+    return "stored"
+
+
+async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: datetime) -> None:
+    """Append n to the task's stored_images. A read-modify-write of a JSON list, so the task row is
+    locked first (FOR UPDATE on PostgreSQL; SQLite's single writer lock is already held): two copies
+    of one task's images finishing at once cannot drop each other's index."""
+    task = (await session.execute(select(Task).where(Task.id == task_id).with_for_update())).scalar_one_or_none()
+    if task is None or n in (task.stored_images or []):  # purged meanwhile, or already there
+        return
+    stored = sorted({*(task.stored_images or []), n})
+    # updated_at moves: the status object (its image URLs) changed.
+    await session.execute(update(Task).where(Task.id == task_id).values(stored_images=stored, updated_at=now))
+    await queries.notify_replicas(session, task_id)
+    session.info.setdefault(CHANGED_TASKS, set()).add(task_id)
+
+
+async def record_failure(deps: Deps, row: StoredFile, error: CopyError) -> str:
+    state, next_attempt = next_step(row, error, deps.clock())
+    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": next_attempt, "error": error.message}
+    async with deps.sessions.begin() as session:
+        await settle(session, row, values)
+    if state == "failed":
+        log.warning("gave up copying image %d of %s: %s", row.n, row.task_id, error.message)
+        return "failed"
+    return "retry"
+
+
+def next_step(row: StoredFile, error: CopyError, now: datetime) -> tuple[str, datetime | None]:
+    """Permanent errors fail at once; transient ones retry with backoff (no sooner than a Retry-After)
+    until the provider's URL has surely expired."""
+    if error.permanent:
+        return "failed", None
+    delay = max(COPY_BACKOFF.delay(row.attempts + 1), error.retry_after or 0)
+    retry_at = now + timedelta(seconds=delay)
+    if retry_at > row.created_at + GIVE_UP_AFTER:
+        return "failed", None
+    return "pending", retry_at
+
+
+async def settle(session: AsyncSession, row: StoredFile, values: dict[str, object]) -> bool:
+    """Write an attempt's outcome unless the row is no longer pending (never undo a stored copy)."""
+    stmt = (
+        update(StoredFile)
+        .where(StoredFile.id == row.id, StoredFile.state == "pending")
+        .values(**values)
+        .returning(StoredFile.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def find_stored(deps: Deps, api_key_id: int, task_id: str, n: int) -> StoredFile | None:
+    """Image n of a task of this client, if its copy is stored; None for anything else alike."""
+    stmt = (
+        select(StoredFile)
+        .join(Task, Task.id == StoredFile.task_id)
+        .where(StoredFile.task_id == task_id, StoredFile.n == n, StoredFile.state == "stored")
+        .where(Task.api_key_id == api_key_id)
+    )
+    async with deps.sessions() as session:
+        return (await session.execute(stmt)).scalar_one_or_none()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.balance import CachedBalance
 from app.db.engine import create_engine, create_sessions
 from app.providers import Provider, build_providers
 from app.settings import Settings
@@ -31,6 +32,7 @@ class Deps:
     http: httpx.AsyncClient
     providers: dict[str, Provider]
     watch: TaskWatch = field(default_factory=TaskWatch)
+    balance: CachedBalance = field(default_factory=CachedBalance)
     clock: Callable[[], datetime] = utc_now
 
     @asynccontextmanager
@@ -48,6 +50,10 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
-            yield Deps(settings, engine, create_sessions(engine), http, build_providers(settings, http))
+            deps = Deps(settings, engine, create_sessions(engine), http, build_providers(settings, http))
+            try:
+                yield deps
+            finally:
+                await deps.balance.close()
     finally:
         await engine.dispose()

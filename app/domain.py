@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class State(enum.StrEnum):
@@ -38,7 +38,6 @@ class Update:
     cost_time_ms: int | None = None
     upstream_id: str | None = None
     credits: float | None = None  # what the provider charged, when it says
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
 
 
 def states_before(state: State) -> tuple[State, ...]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 class GatewayError(Exception):
     status = 500
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
         if status is not None:
             self.status = status
 
@@ -43,6 +44,14 @@ class Unauthorized(GatewayError):
 
 class NotFound(GatewayError):
     status = 404
+
+
+class PaymentRequired(GatewayError):
+    status = 402
+
+
+class TooManyRequests(GatewayError):
+    status = 429
 
 
 class Conflict(GatewayError):

@@ -60,3 +60,17 @@ async def authenticate(deps: Deps, key: str | None) -> int:
         if owner is not None:
             return owner
     raise Unauthorized("Missing or invalid API key")
+
+
+LIMITS = ("rate_per_minute", "max_in_flight", "daily_credit_budget", "monthly_credit_budget")
+
+
+async def set_limits(deps: Deps, key_id: int, **limits: float | None) -> dict[str, float | None]:
+    """Change the given limits (None: unlimited); the key's limits as they now stand."""
+    async with deps.sessions.begin() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"No API key #{key_id}")
+        for name, value in limits.items():
+            setattr(row, name, None if value is None else (int(value) if name in LIMITS[:2] else float(value)))
+        return {name: getattr(row, name) for name in LIMITS}

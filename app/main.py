@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api import callbacks, health, images, models, tasks, uploads, webhooks
+from app.api import callbacks, files, health, images, models, tasks, uploads, usage, webhooks
 from app.db.migrate import head_revision
 from app.deps import Deps, open_deps
 from app.errors import GatewayError
@@ -48,10 +48,12 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
     return Starlette(
         routes=[
             *images.routes,
+            *files.routes,
             *tasks.routes,
             *models.routes,
             *uploads.routes,
             *webhooks.routes,
+            *usage.routes,
             *callbacks.routes,
             *health.routes,
         ],
@@ -61,7 +63,7 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
 
 
 async def gateway_error(request: Request, exc: Any) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 async def http_error(request: Request, exc: Any) -> JSONResponse:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import copies, webhooks
+from app import copies, limits, throttle, webhooks
 from app.db import queries
 from app.db.models import IdempotencyKey, Task
 from app.deps import CHANGED_TASKS, Deps
@@ -85,6 +85,7 @@ async def submit_task(
     task = new_task(deps, api_key_id, submission)
     try:
         async with deps.sessions.begin() as session:
+            await limits.enforce(session, api_key_id, task.created_at, task.credit_reserve)
             session.add(task)
             if idempotency_key:
                 session.add(IdempotencyKey(**_key_row(api_key_id, idempotency_key, fingerprint, task)))
@@ -108,6 +109,8 @@ def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
         request=submission.payload,
         state=State.PENDING.value,
         image_urls=[],
+        stored_images=[],
+        credit_reserve=deps.settings.credit_estimate_per_image * submission.images_requested,
         webhook_url=submission.webhook_url,
         submit_attempts=0,
         check_attempts=0,
@@ -145,6 +148,11 @@ async def send_task(deps: Deps, task: Task) -> None:
     a definitive rejection fails it and raises UpstreamRejected."""
     spec = MODELS[task.model]
     provider = provider_for(deps, spec)
+    free_at = await throttle.take_slot(deps, spec.api.provider)
+    if free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
+        async with deps.sessions.begin() as session:
+            await queries.reschedule(session, task.id, free_at)
+        return
     try:
         upstream_id = await provider.create(spec, task.request, callback_url(deps, task.id, spec.api))
     except ProviderUnavailable as exc:

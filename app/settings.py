@@ -10,6 +10,14 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/imagehook.db"
 DEV_SECRET_FILE = Path("var/imagehook.secret")
+# Where Kie and kvid.ai serve result files; "*." matches any subdomain.
+DEFAULT_FETCH_ALLOWED_HOSTS = (
+    "tempfile.aiquickdraw.com",
+    "*.aiquickdraw.com",
+    "*.kie.ai",
+    "*.redpandaai.co",
+    "*.kvid.ai",
+)
 
 
 class SettingsError(ValueError):
@@ -33,11 +41,19 @@ class Settings:
     poll_interval_s: float = 3.0
     callback_confirm: bool = False
     upstream_timeout_s: float = 30.0
+    credit_estimate_per_image: float = 20.0
+    kie_create_limit: int = 20
+    kie_create_window_s: float = 10.0
     webhook_allow_private: bool = False
     webhook_retry_for_s: float = 86400.0
     webhook_retry_base_s: float = 5.0
     webhook_timeout_s: float = 15.0
     max_body_bytes: int = 1024 * 1024
+    storage_dir: str = "var/files"
+    storage_max_bytes: int = 50 * 1024 * 1024
+    # Result images are fetched only from these hosts: the copier never becomes an open proxy.
+    fetch_allowed_hosts: tuple[str, ...] = DEFAULT_FETCH_ALLOWED_HOSTS
+    copy_timeout_s: float = 60.0
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,10 +76,17 @@ class Settings:
             poll_interval_s=_number(env, "POLL_INTERVAL_S", cls.poll_interval_s),
             callback_confirm=env.get("CALLBACK_CONFIRM", "0") == "1",
             upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s),
+            credit_estimate_per_image=_number(env, "CREDIT_ESTIMATE_PER_IMAGE", cls.credit_estimate_per_image),
+            kie_create_limit=int(_number(env, "KIE_CREATE_LIMIT", cls.kie_create_limit)),
+            kie_create_window_s=_number(env, "KIE_CREATE_WINDOW_S", cls.kie_create_window_s),
             webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0") == "1",
             webhook_retry_for_s=_number(env, "WEBHOOK_RETRY_FOR_S", cls.webhook_retry_for_s),
             webhook_retry_base_s=_number(env, "WEBHOOK_RETRY_BASE_S", cls.webhook_retry_base_s),
             webhook_timeout_s=_number(env, "WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s),
+            storage_dir=env.get("STORAGE_DIR") or cls.storage_dir,
+            storage_max_bytes=_integer(env, "STORAGE_MAX_BYTES", cls.storage_max_bytes),
+            fetch_allowed_hosts=_hosts(env, "FETCH_ALLOWED_HOSTS", cls.fetch_allowed_hosts),
+            copy_timeout_s=_number(env, "COPY_TIMEOUT_S", cls.copy_timeout_s),
         )
 
 
@@ -78,6 +101,20 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if not float(value).is_integer():
+        raise SettingsError(f"{name} must be a whole number, got {env[name]!r}")
+    return int(value)
+
+
+def _hosts(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(host.strip().lower() for host in raw.split(",") if host.strip())
 
 
 def _secret(env: Mapping[str, str], *, production: bool) -> str:

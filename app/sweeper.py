@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import timedelta
 
 from app import services
+from app.copies import copy_due
 from app.db import queries
 from app.db.models import Task
 from app.deliveries import deliver_due
@@ -32,7 +33,7 @@ def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
 
 
 async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
-    """Claim due tasks and due webhooks, and work each outside any transaction. Returns what was done."""
+    """Claim due tasks, image copies and webhooks, and work each outside any transaction. Returns what was done."""
     now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
     lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
@@ -45,6 +46,8 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
             return await visit_task(deps, task)
 
     done = Counter(await asyncio.gather(*(visit(task) for task in tasks)))
+    # Copies before webhooks, so a webhook usually carries imagehook's own image URLs.
+    done += await copy_due(deps)
     return done + await deliver_due(deps)
 
 

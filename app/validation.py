@@ -25,6 +25,7 @@ class Submission:
     model: ModelSpec
     payload: dict[str, Any]  # the upstream request body, less the per-task callback URL
     webhook_url: str | None = None
+    images_requested: int = 1
 
     def fingerprint(self) -> str:
         """Equal for equal requests, whatever the JSON key order: what Idempotency-Key compares."""
@@ -45,8 +46,9 @@ def parse_generate(body: Any) -> Submission:
     for name in COMMON_FIELDS:
         values |= _field(name, body.get(name), model)
     values |= _options(body.get("options"), model)
-    webhook_url = body.get("webhookUrl")
-    return Submission(model, model.body(values), None if webhook_url is None else check_url_form(webhook_url))
+    webhook_url = None if body.get("webhookUrl") is None else check_url_form(body["webhookUrl"])
+    images = body.get("numImages") if isinstance(body.get("numImages"), int) else 1
+    return Submission(model, model.body(values), webhook_url, images)
 
 
 def _model(value: Any) -> ModelSpec:

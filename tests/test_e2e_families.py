@@ -34,7 +34,7 @@ async def test_each_api_style_completes_and_serves_status_locally(
     assert status["model"] == body["model"]
     assert len(status["imageUrls"]) == images and status["imageUrl"] == status["imageUrls"][0]
     for url in status["imageUrls"]:
-        assert httpx.get(url).headers["content-type"].startswith("image/")
+        assert (await client.get(url)).headers["content-type"].startswith("image/")
     verdicts = await callback_verdicts(sessions, task_id)
     assert verdicts == ([] if body["model"].startswith("kvid/") else ["applied"])
 

@@ -34,7 +34,7 @@ async def test_happy_path_callback_completes_task_without_any_query(
     assert status["model"] == "nano-banana-pro"
     assert status["failMsg"] is None
     assert isinstance(status["costTime"], int) and status["costTime"] >= 0
-    image = httpx.get(status["imageUrl"])
+    image = await client.get(status["imageUrl"])  # the provider's URL, or imagehook's copy once made
     assert image.headers["content-type"] == "image/png" and image.content.startswith(b"\x89PNG")
 
     (upstream,) = await kie.tasks()

@@ -27,9 +27,9 @@ RECORD_KEYS = {
 }  # fmt: skip
 COUNTERS = (
     "createTask", "recordInfo", "gpt4oGenerate", "gpt4oRecordInfo", "fluxGenerate", "fluxRecordInfo",
-    "kvidGenerate", "kvidStatus", "kvidResult", "upload",
+    "kvidGenerate", "kvidStatus", "kvidResult", "upload", "credit", "rateLimited", "fileDownloads",
 )  # fmt: skip
-NO_CALLS = {**dict.fromkeys(COUNTERS, 0), "recordInfoByTask": {}}
+NO_CALLS = {**dict.fromkeys(COUNTERS, 0), "recordInfoByTask": {}, "fileDownloadsByPath": {}}
 
 
 @pytest.fixture(autouse=True)

@@ -361,7 +361,19 @@ def test_success_callback_gives_images_and_converts_seconds_to_ms():
     upstream_id, update = read_callback(success_callback())
 
     assert upstream_id == "task_cb"
-    assert update == Update(State.SUCCESS, image_urls=(IMG,), cost_time_ms=11000, upstream_id="task_cb")
+    assert update == Update(State.SUCCESS, image_urls=(IMG,), cost_time_ms=11000, upstream_id="task_cb", credits=4.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "credits"),
+    [
+        ({"creditsConsumed": 6}, 6.0),
+        ({"creditsConsumed": None, "consumeCredits": 2.5}, 2.5),
+        ({"creditsConsumed": -1}, None),
+    ],
+)
+def test_callback_credits_read_from_either_documented_name(fields, credits):
+    assert read_callback(success_callback(**fields))[1].credits == credits
 
 
 def test_success_callback_with_result_json_as_object():
@@ -375,7 +387,12 @@ def test_fail_callback_gives_fail_code_and_message():
 
     assert upstream_id == "task_cb"
     assert update == Update(
-        State.FAIL, fail_code="500", fail_msg="Internal server error", cost_time_ms=3000, upstream_id="task_cb"
+        State.FAIL,
+        fail_code="500",
+        fail_msg="Internal server error",
+        cost_time_ms=3000,
+        upstream_id="task_cb",
+        credits=0.0,
     )
 
 

@@ -224,8 +224,7 @@ async def test_completed_job_fetches_the_result_and_succeeds_with_its_images(res
 
     update = await query(handler)
 
-    assert update == Update(State.SUCCESS, image_urls=urls)
-    assert update.extra["usedCredit"] == result.get("used_credit")
+    assert update == Update(State.SUCCESS, image_urls=urls, credits=result.get("used_credit"))
     assert [r.url.path for r in seen] == ["/ai/generation/status", "/ai/generation/result"]
     assert seen[1].url.params["jobId"] == "img_1"
     assert seen[1].headers["api-key"] == API_KEY

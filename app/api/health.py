@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from app.db.migrate import current_revision
 from app.deps import Deps
+from app.providers.kie import KieClient
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
     if current != head:
         body = {"status": "unavailable", "database": "ok", "migration": current, "expected": head}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "database": "ok", "migration": current})
+    kie = deps.providers.get("kie")
+    balance = deps.balance.report(kie if isinstance(kie, KieClient) else None, deps.clock())
+    return JSONResponse({"status": "ready", "database": "ok", "migration": current, "kieBalance": balance})
 
 
 routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

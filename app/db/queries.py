@@ -93,7 +93,7 @@ async def claim_due(session: AsyncSession, now: datetime, lease_until: datetime,
     due = (
         select(Task.id)
         .where(Task.next_check_at <= now)
-        .order_by(Task.next_check_at)
+        .order_by(Task.next_check_at, Task.created_at)  # oldest first among equals: fair queueing
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

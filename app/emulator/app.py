@@ -5,23 +5,13 @@ from contextlib import asynccontextmanager
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.emulator import flux, gpt4o, images, kvid, market, uploads
+from app.emulator import credit, files, flux, gpt4o, kvid, market, uploads
 from app.emulator.faults import Faults
 from app.emulator.jobs import TERMINAL
 from app.emulator.store import Emulator, store_of
-
-
-async def result_file(request: Request) -> Response:
-    """/files/{taskId}/{n}.{ext}: image n (0..count-1) of a successful job of any family."""
-    store = store_of(request)
-    job = store.jobs.get(request.path_params["task_id"])
-    served = job is not None and job.phase(store.clock())[0] == "success"
-    if not served or request.path_params["name"] not in {url.rsplit("/", 1)[1] for url in job.result_urls}:
-        return PlainTextResponse("not found", status_code=404)
-    return Response(images.render(job.ratio, job.extension), media_type=images.MEDIA_TYPES[job.extension])
 
 
 async def faults_endpoint(request: Request) -> Response:
@@ -75,8 +65,9 @@ ROUTES = [
     *gpt4o.ROUTES,
     *flux.ROUTES,
     *kvid.ROUTES,
+    *credit.ROUTES,
     *uploads.ROUTES,
-    Route("/files/{task_id}/{name}", result_file, methods=["GET"]),
+    Route("/files/{task_id}/{name}", files.result_file, methods=["GET"]),
     *CONTROL_ROUTES,
 ]
 
@@ -87,7 +78,7 @@ def create_emulator(
     faults: Faults | None = None,
     kvid_api_key: str = "kvid-emulator-key",
 ) -> Starlette:
-    """A Starlette app emulating Kie's market, 4o Image, Flux Kontext and file upload APIs, and kvid.ai's
+    """A Starlette app emulating Kie's market, 4o Image, Flux Kontext, file upload and credit APIs, and kvid.ai's
     image API; its store is app.state.emulator. Kie endpoints take `Bearer api_key`, kvid `api-key: kvid_api_key`."""
     store = Emulator(api_key, hmac_key, faults or Faults(), kvid_api_key)
 

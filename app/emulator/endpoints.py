@@ -47,7 +47,10 @@ def create_endpoint(family: Family) -> Endpoint:
         if not dialect.authorized(request, store):
             return dialect.error(dialect.denied)
         # Auth first: the real APIs refuse an unknown key before anything else, and a refused call
-        # should not consume a fault meant for the client under test.
+        # should not consume a fault meant for the client under test (nor should a rate-limited one).
+        if (refusal := store.rate_limit_refusal(family.job_class)) is not None:
+            store.calls["rateLimited"] += 1
+            return dialect.error(Problem(429, refusal))
         if (fault := store.pop_create_fault()) is not None:
             kind, code = fault
             return http_error(code) if kind == "http" else dialect.create_error(code)

@@ -24,10 +24,20 @@ class Faults:
     create_delay_s: float = 0.0
     callback_before_response: bool = False
     seed: int | None = None
+    # Account-wide, not per job: Kie's create limit [count, window_s] (a JSON list becomes a tuple, as with
+    # the queues), and the balance that /api/v1/chat/credit starts from each time faults are set.
+    create_rate_limit: tuple[int, int] | None = None
+    starting_credits: float = 10000
+    credits_per_image: float = 4  # what a successful job costs per image
+    # Result files (/files/...) of jobs created while these are set.
+    result_content_type: str | None = None
+    result_size_bytes: int | None = None
+    result_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         # Validating here (not only in from_dict) also protects Faults(...) built in Python code.
-        for name in ("generate_s", "callback_delay_s", "create_delay_s"):
+        delays = ("generate_s", "callback_delay_s", "create_delay_s", "result_delay_s")
+        for name in (*delays, "starting_credits", "credits_per_image"):
             _check(name, _is_number(getattr(self, name)) and getattr(self, name) >= 0, "a number >= 0")
         for name in ("drop_callbacks", "fail_rate"):
             _check(name, _is_number(getattr(self, name)) and 0 <= getattr(self, name) <= 1, "a number in 0..1")
@@ -37,9 +47,13 @@ class Faults:
         _check("fail_code", isinstance(self.fail_code, str) and self.fail_code != "", "a non-empty string")
         _check("callback_before_response", isinstance(self.callback_before_response, bool), "a boolean")
         _check("seed", self.seed is None or _is_int(self.seed), "an integer or null")
+        size = self.result_size_bytes
+        _check("result_size_bytes", size is None or (_is_int(size) and size >= 0), "an integer >= 0 or null")
+        _check("result_content_type", _is_header_value(self.result_content_type), "a non-empty header value or null")
         # Lists from JSON become tuples so the frozen value stays immutable.
         object.__setattr__(self, "create_errors", _codes("create_errors", self.create_errors, 400, 999))
         object.__setattr__(self, "create_http_errors", _codes("create_http_errors", self.create_http_errors, 400, 599))
+        object.__setattr__(self, "create_rate_limit", _rate_limit(self.create_rate_limit))
 
     @classmethod
     def from_dict(cls, data: Any) -> "Faults":
@@ -56,6 +70,8 @@ class Faults:
         data = dataclasses.asdict(self)
         data["create_errors"] = list(self.create_errors)
         data["create_http_errors"] = list(self.create_http_errors)
+        if self.create_rate_limit is not None:
+            data["create_rate_limit"] = list(self.create_rate_limit)
         return data
 
 
@@ -100,3 +116,16 @@ def _codes(name: str, value: Any, low: int, high: int) -> tuple[int, ...]:
     for code in value:
         _check(name, _is_int(code) and low <= code <= high, f"a list of integer codes in {low}..{high}")
     return tuple(value)
+
+
+def _rate_limit(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    pair = isinstance(value, list | tuple) and len(value) == 2 and all(_is_int(part) and part > 0 for part in value)
+    _check("create_rate_limit", pair, "[count, window_s] with two positive integers, or null")
+    return tuple(value)
+
+
+def _is_header_value(value: Any) -> bool:
+    # It becomes a Content-Type header verbatim, so it must be one line of printable ASCII.
+    return value is None or (isinstance(value, str) and value.strip() != "" and value.isascii() and value.isprintable())

@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 from app.emulator.faults import Faults
 
-CREDITS_PER_TASK = 4
 # (state, start as a fraction of generate_s), latest first so the first match is the current state.
 PHASES = (("generating", 0.4), ("queuing", 0.2), ("waiting", 0.0))
 TERMINAL = ("success", "fail")
@@ -36,6 +35,9 @@ class Job(ABC):
     api: ClassVar[str]  # the family, as listed by /emulator/tasks
     id_prefix: ClassVar[str]  # ids differ per family, so a mixed-up id is easy to spot
     sends_callbacks: ClassVar[bool] = True
+    # Kie limits and bills per account, so all its families share one create window and one credit balance;
+    # kvid.ai is another service with its own account.
+    kie_account: ClassVar[bool] = True
 
     task_id: str
     body: dict[str, Any]  # the create request body, as received
@@ -83,6 +85,11 @@ class Job(ABC):
     @property
     def dropped(self) -> bool:
         return self.drop_drawn and self.callback_url is not None
+
+    @property
+    def credits(self) -> float:
+        """What the job costs (recordInfo's creditsConsumed, kvid's used_credit, the balance): nothing if it fails."""
+        return 0 if self.failed else self.faults.credits_per_image * self.count
 
     @property
     def final_state(self) -> str:

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from app.emulator import checks, images
 from app.emulator.endpoints import Family, create_endpoint, query_endpoint
-from app.emulator.jobs import CREDITS_PER_TASK, TERMINAL, Job, image_count, ms
+from app.emulator.jobs import TERMINAL, Job, image_count, ms
 from app.emulator.wire import KIE, kie_created, kie_record
 
 
@@ -53,7 +53,7 @@ class MarketJob(Job):
             "createTime": ms(self.created),
             "updateTime": ms(since),
             "completeTime": ms(since) if terminal else None,
-            "creditsConsumed": CREDITS_PER_TASK if state == "success" else 0,
+            "creditsConsumed": self.credits if state == "success" else 0,
         }
 
     def callback_body(self) -> dict[str, Any]:

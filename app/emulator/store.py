@@ -5,7 +5,7 @@ import dataclasses
 import random
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +16,8 @@ from app.emulator.faults import Faults
 from app.emulator.jobs import Job
 from app.providers import kie_signature
 
-# recordInfoByTask counts status queries of every family per job id (market, 4o, Flux, kvid status and result).
+# recordInfoByTask counts status queries of every family per job id (market, 4o, Flux, kvid status and result);
+# fileDownloadsByPath counts result-file GETs per path. rateLimited counts creates refused by create_rate_limit.
 COUNTERS = (
     "createTask",
     "recordInfo",
@@ -28,6 +29,9 @@ COUNTERS = (
     "kvidStatus",
     "kvidResult",
     "upload",
+    "credit",
+    "rateLimited",
+    "fileDownloads",
 )
 
 
@@ -53,12 +57,43 @@ class Emulator:
         self._cancel_deliveries()  # callbacks of forgotten jobs must not reach the next test's receiver
         self.jobs: dict[str, Job] = {}
         self.uploads: dict[str, Upload] = {}  # by filePath
-        self.calls: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "recordInfoByTask": Counter()}
+        self.calls: dict[str, Any] = {
+            **dict.fromkeys(COUNTERS, 0),
+            "recordInfoByTask": Counter(),
+            "fileDownloadsByPath": Counter(),
+        }
+        self.kie_creates: deque[float] = deque()  # times of accepted Kie creates, while create_rate_limit is set
         self.set_faults(faults or Faults())
 
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        # A new balance starts at starting_credits: successes so far were charged to the old one.
+        now = self.clock()
+        self.charged_before = {task_id for task_id, job in self.jobs.items() if job.phase(now)[0] == "success"}
+
+    def balance(self) -> float:
+        """The Kie account's remaining credits: starting_credits less what its jobs have cost since faults were set.
+        Jobs finish by the clock rather than by an event, so successes are summed when asked."""
+        now = self.clock()
+        spent = sum(
+            job.credits
+            for task_id, job in self.jobs.items()
+            if job.kie_account and task_id not in self.charged_before and job.phase(now)[0] == "success"
+        )
+        return self.faults.starting_credits - spent
+
+    def rate_limit_refusal(self, job_class: type[Job]) -> str | None:
+        """Kie's message if one more create of job_class would exceed create_rate_limit, else None.
+        Only accepted creates fill the sliding window (create_job records them)."""
+        limit = self.faults.create_rate_limit
+        if limit is None or not job_class.kie_account:
+            return None
+        count, window_s = limit
+        # A create exactly window_s ago has left the window.
+        while self.kie_creates and self.kie_creates[0] <= self.clock() - window_s:
+            self.kie_creates.popleft()
+        return None if len(self.kie_creates) < count else f"Rate limited: at most {count} new tasks per {window_s} s"
 
     def pop_create_fault(self) -> tuple[str, int] | None:
         """The next queued create failure, consuming it: ("http", status) first, then ("body", code)."""
@@ -79,6 +114,8 @@ class Emulator:
         task_id = job_class.id_prefix + secrets.token_hex(12)
         job = job_class(task_id, body, faults, self.clock(), generate_s, failed, drop_drawn, base_url, **fields)
         self.jobs[task_id] = job
+        if job.kie_account and faults.create_rate_limit is not None:
+            self.kie_creates.append(job.created)
         return job
 
     async def start_callbacks(self, job: Job) -> None:

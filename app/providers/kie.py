@@ -90,6 +90,13 @@ class KieClient:
             raise ProviderUnavailable("Kie.ai stored the file but returned no downloadUrl")
         return data
 
+    async def credits(self) -> float:
+        """The account's remaining credits."""
+        data = await self._call("GET", self._base_url + "/api/v1/chat/credit")
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise ProviderUnavailable("Kie.ai returned no credit balance")
+        return float(data)
+
     def rejection_status(self, code: int | None) -> int:
         return 400  # the seed gateway's contract: every Kie.ai refusal is "400 Kie.ai error: ..."
 

@@ -33,12 +33,23 @@ def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
     cost = data.get("costTime")
     cost_ms = round(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
     if state is State.SUCCESS:
-        return Update(state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms)
+        return Update(
+            state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms, credits=_credits(data)
+        )
     if state is State.FAIL:
         fail_code = str(data.get("failCode") or "") or None
         fail_msg = str(data.get("failMsg") or "Generation failed")
-        return Update(state, fail_code=fail_code, fail_msg=fail_msg, cost_time_ms=cost_ms)
+        return Update(state, fail_code=fail_code, fail_msg=fail_msg, cost_time_ms=cost_ms, credits=_credits(data))
     return Update(state)
+
+
+def _credits(data: dict[str, Any]) -> float | None:
+    """Credits charged: `creditsConsumed` in current docs, `consumeCredits` in older ones."""
+    for name in ("creditsConsumed", "consumeCredits"):
+        value = data.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
 
 
 def read_callback(body: Any) -> tuple[str, Update]:

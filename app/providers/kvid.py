@@ -84,7 +84,9 @@ def read_result(data: dict[str, Any]) -> Update:
     found = tuple(url for url in urls if isinstance(url, str) and url)
     if not found:
         raise ProviderUnavailable("kvid.ai reported a completed job without a result_url")
-    return Update(State.SUCCESS, image_urls=found, extra={"usedCredit": data.get("used_credit")})
+    used = data.get("used_credit")
+    credits = float(used) if isinstance(used, int | float) and not isinstance(used, bool) else None
+    return Update(State.SUCCESS, image_urls=found, credits=credits)
 
 
 def _error_message(body: Any, http_status: int) -> str:

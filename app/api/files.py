@@ -1,0 +1,62 @@
+"""GET /api/images/{task_id}/files/{n}: a result image served from imagehook's own copy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from app import copies
+from app.api.images import owner_of
+from app.deps import Deps
+from app.errors import NotFound
+from app.storage import open_storage
+
+log = logging.getLogger(__name__)
+
+# A stored copy never changes under its URL, so clients and their caches may keep it for good;
+# private, because only the task's owner may read it.
+CACHE_CONTROL = "private, max-age=31536000, immutable"
+
+
+async def stored_file(request: Request) -> Response:
+    deps: Deps = request.state.deps
+    owner = await owner_of(request)
+    task_id, n = request.path_params["task_id"], request.path_params["n"]
+    copy = await copies.find_stored(deps, owner, task_id, n)
+    if copy is None or copy.storage_key is None:  # unknown, another client's, or not copied yet: alike
+        raise NotFound("File not found")
+    headers = {"ETag": f'"{copy.sha256}"', "Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    # Only local storage exists so far; an object store would answer with a redirect here instead.
+    path = open_storage(deps.settings).path(copy.storage_key)
+    stat = await asyncio.to_thread(_stat, path) if path is not None else None
+    if stat is None:
+        log.error("stored copy %s of task %s is missing from storage", n, task_id)
+        raise NotFound("File not found")
+    # FileResponse answers Range requests (206, 416) itself; If-Range compares with our ETag.
+    return FileResponse(path, media_type=copy.content_type, headers=headers, stat_result=stat)
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match uses the weak comparison, so W/"x" matches "x" (RFC 9110, 13.1.2)."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+routes = [Route("/api/images/{task_id}/files/{n:int}", stored_file, methods=["GET"])]

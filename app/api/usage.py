@@ -1,0 +1,18 @@
+"""GET /api/usage: the caller's tasks and credits, by model or by day."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app import usage
+from app.api.images import owner_of
+
+
+async def get_usage(request: Request) -> JSONResponse:
+    owner = await owner_of(request)
+    return JSONResponse(await usage.summarize(request.state.deps, dict(request.query_params), owner))
+
+
+routes = [Route("/api/usage", get_usage, methods=["GET"])]
