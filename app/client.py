@@ -141,8 +141,9 @@ class _Base:
         return self._request("GET", f"{self.base_url}/api/images/status", wait, headers=self._auth(), params=params)
 
     def _download_request(self, url: str) -> dict[str, Any]:
-        # No Authorization: image URLs point at the provider's storage, which must never see the API key.
-        return self._request("GET", url, None)
+        # The key goes to imagehook's own copies (owner only), never to a provider's storage.
+        headers = self._auth() if url.startswith(f"{self.base_url}/") else {}
+        return self._request("GET", url, None, headers=headers)
 
     def _request(self, method: str, url: str, hold_s: float | None, **kwargs: Any) -> dict[str, Any]:
         # A long-poll's read timeout must outlast the server's hold, or every long-poll would time out.

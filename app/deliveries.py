@@ -64,8 +64,9 @@ async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
 
 
 def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[str, Any]:
-    """Rendered at send time, so it carries imagehook's own image URLs once they exist."""
-    if task is None:  # purged since: resend what was sent before
+    """Rendered at the first attempt (by then the images are usually copied, so it carries
+    imagehook's own URLs), then kept: every retry and replay sends the same bytes."""
+    if delivery.payload or task is None:
         return delivery.payload
     return {"type": delivery.event_type, **status_body(task, deps.settings.public_base_url)}
 

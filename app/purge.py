@@ -21,7 +21,7 @@ from app.db.models import (
 )
 from app.deps import Deps
 from app.domain import TERMINAL
-from app.storage import LocalStorage
+from app.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def _old_tasks(deps: Deps, cutoff: datetime, batch: int) -> list[str]:
 
 
 async def _delete_tasks(deps: Deps, task_ids: list[str]) -> Counter[str]:
-    storage = LocalStorage(deps.settings.storage_dir)
+    storage = open_storage(deps.settings)
     async with deps.sessions() as session:
         keys = (await session.execute(select(StoredFile.storage_key).where(StoredFile.task_id.in_(task_ids)))).scalars()
         files = [key for key in keys if key]

@@ -105,10 +105,6 @@ async def _in_thread(func: Any, *args: Any) -> Any:
         raise
 
 
-def _temp_glob(target: Path) -> str:
-    return f".{target.name}.*.part"
-
-
 def _open_temp(target: Path) -> tuple[BinaryIO, Path]:
     """A fresh, locked temp file beside target. The lock marks it as being written: a writer that
     died (SIGKILL) releases it with its process, which is how leftovers are told from live writes."""
@@ -121,7 +117,7 @@ def _open_temp(target: Path) -> tuple[BinaryIO, Path]:
 
 
 def _remove_leftovers(target: Path) -> None:
-    for part in target.parent.glob(_temp_glob(target)):
+    for part in target.parent.glob(f".{target.name}.*.part"):
         with contextlib.suppress(OSError), part.open("rb") as file:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while its writer is alive
             part.unlink()

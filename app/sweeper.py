@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from app import services
+from app.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.copies import copy_due
 from app.db import queries
 from app.db.models import Task
@@ -33,7 +35,7 @@ def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
 
 
 async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
-    """Claim due tasks, image copies and webhooks, and work each outside any transaction. Returns what was done."""
+    """Claim due tasks and webhooks, and work each outside any transaction. Returns what was done."""
     now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
     lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
@@ -46,8 +48,6 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
             return await visit_task(deps, task)
 
     done = Counter(await asyncio.gather(*(visit(task) for task in tasks)))
-    # Copies before webhooks, so a webhook usually carries imagehook's own image URLs.
-    done += await copy_due(deps)
     return done + await deliver_due(deps)
 
 
@@ -93,14 +93,23 @@ async def check_task(deps: Deps, task: Task) -> str:
 
 
 async def run_sweeper(deps: Deps, interval_s: float) -> None:
-    """Sweep forever. A full batch means more is due, so the next round starts at once."""
+    """Sweep forever: tasks and webhooks in one loop, image copies in another, so a slow
+    download never holds up a status check or a webhook."""
+    await asyncio.gather(
+        _repeat("sweep", lambda: sweep_once(deps), BATCH_SIZE, interval_s),
+        _repeat("copies", lambda: copy_due(deps), COPY_BATCH_SIZE, interval_s),
+    )
+
+
+async def _repeat(name: str, one_round: Callable[[], Awaitable[Counter[str]]], batch: int, interval_s: float) -> None:
+    """Run rounds forever; a full batch means more is due, so the next round starts at once."""
     while True:
         try:
-            done = await sweep_once(deps)
+            done = await one_round()
         except Exception:
-            log.exception("sweep round failed")
+            log.exception("%s round failed", name)
             done = Counter()
         if done:
-            log.info("sweep: %s", dict(done))
-        if done.total() < BATCH_SIZE:
+            log.info("%s: %s", name, dict(done))
+        if done.total() < batch:
             await asyncio.sleep(interval_s)

@@ -28,7 +28,7 @@ EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
 
 
 def enqueue(session: AsyncSession, task: Task, now: datetime, retry_for_s: float) -> None:
-    """The payload is rendered when sent, so it carries imagehook's own image URLs once copied."""
+    """The payload is rendered at the first attempt (see deliveries.payload)."""
     event_type = EVENT_TYPES[task.state]
     session.add(
         WebhookDelivery(

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -139,7 +138,7 @@ def gateway_settings(database_url: str, kie_url: str, **overrides: Any) -> Setti
         stale_after_s=1.0,
         task_timeout_s=60.0,
         upstream_timeout_s=5.0,
-        storage_dir=str(Path(tempfile.mkdtemp(prefix="imagehook-files-"))),
+        storage_dir=tempfile.mkdtemp(prefix="imagehook-files-"),  # fresh per gateway: tests inspect it
         fetch_allowed_hosts=("127.0.0.1",),
     )
     return Settings(**(values | overrides))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.client import AsyncImagehook, ImagehookError
 from app.client_cli import add_generate_command
-from tests.conftest import Emulator, Gateway
+from tests.conftest import Emulator, Gateway, wait_until
 
 MakeKey = Callable[[str], Awaitable[str]]
 
@@ -92,6 +92,15 @@ async def test_download_writes_a_real_png(hook: AsyncImagehook, kie: Emulator, t
     path.write_bytes(await hook.download(status["imageUrl"]))
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width == image.height
+
+
+async def test_download_of_imagehooks_own_copy_sends_the_key(hook: AsyncImagehook, kie: Emulator) -> None:
+    await kie.set_faults(generate_s=0.2)
+    task_id = (await hook.generate("a lighthouse", outputFormat="png"))["taskId"]
+    await hook.wait(task_id, timeout=20)
+    status = await wait_until(lambda: hook.status(task_id), lambda s: s["expiresAt"] is None)
+    assert status["imageUrl"].startswith(f"{hook.base_url}/api/images/")
+    assert (await hook.download(status["imageUrl"])).startswith(b"\x89PNG")
 
 
 def run_generate_command(argv: list[str]) -> int:

@@ -225,7 +225,8 @@ async def test_a_copy_cut_off_by_a_killed_gateway_is_redone(
 
 # --- the copier against a scripted file host ------------------------------------------------------
 
-Answer = tuple[int, dict[str, str], list[bytes]]  # status, headers, body chunks (sent chunked)
+# status, headers, body: chunks sent chunked, and pauses (seconds) between them
+Answer = tuple[int, dict[str, str], list[bytes | float]]
 
 
 @pytest.fixture
@@ -239,7 +240,10 @@ async def file_host() -> AsyncIterator[tuple[str, dict[str, list[Answer]]]]:
 
         async def body() -> AsyncIterator[bytes]:
             for chunk in chunks:
-                yield chunk
+                if isinstance(chunk, float):
+                    await asyncio.sleep(chunk)
+                else:
+                    yield chunk
 
         return StreamingResponse(body(), status_code=status, headers=headers)
 
@@ -248,7 +252,7 @@ async def file_host() -> AsyncIterator[tuple[str, dict[str, list[Answer]]]]:
     await asyncio.to_thread(server.stop)
 
 
-def image(*chunks: bytes, content_type: str = "image/png") -> Answer:
+def image(*chunks: bytes | float, content_type: str = "image/png") -> Answer:
     return 200, {"content-type": content_type}, list(chunks)
 
 
@@ -299,6 +303,7 @@ async def test_redirects_within_the_allowlist_are_followed(database_url, session
     [
         pytest.param((503, {}, [b"busy"]), 1.0, "HTTP 503", id="5xx"),
         pytest.param((429, {"retry-after": "120"}, []), 120.0, "HTTP 429", id="retry-after"),
+        pytest.param(image(PNG[:100], 2.0, PNG[100:]), 1.0, "timed out after 0.5 s", id="timeout"),
     ],
 )
 async def test_transient_failures_are_retried_until_the_give_up_time(
@@ -307,9 +312,10 @@ async def test_transient_failures_are_retried_until_the_give_up_time(
     url, script = file_host
     script["a.png"] = [answer, image(PNG)]
     started = datetime.now(UTC)
-    row, _ = await copy_once(database_url, sessions, f"{url}/a.png")
+    row, settings = await copy_once(database_url, sessions, f"{url}/a.png", copy_timeout_s=0.5)
     assert (row.state, row.error, row.attempts) == ("pending", error, 1)
     assert row.next_attempt_at >= started + timedelta(seconds=at_least_s)
+    assert files_in(settings.storage_dir) == []  # a download cut off by the timeout leaves no temp file
 
     async with sessions.begin() as session:
         (await session.get(StoredFile, row.id)).next_attempt_at = datetime.now(UTC)
@@ -317,7 +323,7 @@ async def test_transient_failures_are_retried_until_the_give_up_time(
         assert await copy_due(deps) == {"copy_stored": 1}
 
     script["late.png"] = [answer]
-    late, _ = await copy_once(database_url, sessions, f"{url}/late.png", age=timedelta(hours=24))
+    late, _ = await copy_once(database_url, sessions, f"{url}/late.png", age=timedelta(hours=24), copy_timeout_s=0.5)
     assert (late.state, late.error) == ("failed", error)
 
 

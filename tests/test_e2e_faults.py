@@ -129,12 +129,16 @@ async def test_confirm_mode_records_what_record_info_says(
     await kie.set_faults(generate_s=0.1)
     async with client_of(gateway) as client:
         task_id = await submit(client)
-        status = await wait_for_state(client, task_id, {"success"})
+        await wait_for_state(client, task_id, {"success"})
+        recorded = (await load_task(sessions, task_id)).image_urls
         (upstream,) = await kie.tasks()
         # A correctly signed callback that lies about the result: Kie's HMAC does not cover
         # the body, so in confirm mode only recordInfo decides.
         lie = market_callback(upstream["taskId"], state="fail", failMsg="forged")
         assert (await post_signed(upstream["callBackUrl"], lie)).status_code == 200
-        assert (await wait_for_state(client, task_id, {"success"}))["imageUrl"] == status["imageUrl"]
+        after = await client.get("/api/images/status", params={"taskId": task_id})
+    assert after.json()["state"] == "success" and after.json()["failMsg"] is None
+    assert (await load_task(sessions, task_id)).image_urls == recorded
+    assert recorded[0].endswith(f"/files/{upstream['taskId']}/0.png")
     assert (await kie.calls())["recordInfo"] == 2
     assert await callback_verdicts(sessions, task_id) == ["applied", "duplicate"]
