@@ -78,24 +78,10 @@ async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
 
 
 async def claim_due(deps: Deps, limit: int) -> Sequence[StoredFile]:
-    """Push due rows' next attempt to the end of a lease; SKIP LOCKED keeps replicas' batches disjoint."""
     now = deps.clock()
-    due = (
-        select(StoredFile.id)
-        .where(StoredFile.state == "pending", StoredFile.next_attempt_at <= now)
-        .order_by(StoredFile.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claim = (
-        update(StoredFile)
-        .where(StoredFile.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + timedelta(seconds=lease_s(deps.settings)))
-        .returning(StoredFile)
-        .execution_options(synchronize_session=False)
-    )
     async with deps.sessions.begin() as session:
-        return (await session.execute(claim)).scalars().all()
+        lease_until = now + timedelta(seconds=lease_s(deps.settings))
+        return await queries.claim(session, StoredFile.next_attempt_at, now, lease_until, limit)
 
 
 async def copy_one(deps: Deps, storage: Storage, row: StoredFile) -> str:

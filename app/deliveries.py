@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from app.db import queries
 from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps
 from app.domain import Backoff
@@ -37,21 +38,7 @@ async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     now = deps.clock()
     lease_until = now + timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
     async with deps.sessions.begin() as session:
-        due = (
-            select(WebhookDelivery.id)
-            .where(WebhookDelivery.next_attempt_at <= now)
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=lease_until)
-            .returning(WebhookDelivery)
-            .execution_options(synchronize_session=False)
-        )
-        deliveries = (await session.execute(claim)).scalars().all()
+        deliveries = await queries.claim(session, WebhookDelivery.next_attempt_at, now, lease_until, limit)
         key_ids = {delivery.api_key_id for delivery in deliveries}
         keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
         task_ids = {delivery.task_id for delivery in deliveries}

@@ -144,6 +144,20 @@ def gateway_settings(database_url: str, kie_url: str, **overrides: Any) -> Setti
     return Settings(**(values | overrides))
 
 
+def gateway_env(database_url: str, kie_url: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a gateway run as its own process (`python -m app serve`)."""
+    return {
+        "DATABASE_URL": database_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "KIEAI_API_KEY": EMULATOR_API_KEY,
+        "KIEAI_BASE_URL": kie_url,
+        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
+        "IMAGEHOOK_SECRET": SECRET,
+        "SWEEP_INTERVAL_S": "0.2",
+        "STALE_AFTER_S": "1",
+    } | extra
+
+
 @dataclass
 class Gateway:
     url: str

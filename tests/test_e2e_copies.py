@@ -25,12 +25,10 @@ from app.db.models import StoredFile, Task
 from app.deps import open_deps
 from app.emulator.images import render
 from tests.conftest import (
-    EMULATOR_API_KEY,
-    HMAC_KEY,
-    SECRET,
     Emulator,
     Gateway,
     StartGateway,
+    gateway_env,
     gateway_settings,
     load_task,
     wait_for_state,
@@ -180,18 +178,14 @@ async def test_a_copy_cut_off_by_a_killed_gateway_is_redone(
     database_url: str, emulator, kie: Emulator, make_key, sessions, tmp_path: Path
 ) -> None:
     port, storage_dir = free_port(), tmp_path / "files"
-    env = {
-        "DATABASE_URL": database_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "KIEAI_API_KEY": EMULATOR_API_KEY,
-        "KIEAI_BASE_URL": emulator.url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
-        "IMAGEHOOK_SECRET": SECRET,
-        "SWEEP_INTERVAL_S": "0.2",
-        "STORAGE_DIR": str(storage_dir),
-        "FETCH_ALLOWED_HOSTS": "127.0.0.1",
-        "COPY_TIMEOUT_S": "4",  # a lease of 14 s instead of 70 s
-    }
+    env = gateway_env(
+        database_url,
+        emulator.url,
+        port,
+        STORAGE_DIR=str(storage_dir),
+        FETCH_ALLOWED_HOSTS="127.0.0.1",
+        COPY_TIMEOUT_S="4",
+    )
     headers = {"Authorization": f"Bearer {await make_key()}"}
     await kie.set_faults(generate_s=0.2, result_delay_s=3.0)
     first = await asyncio.to_thread(ProcessServer(env, port).start)

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from app.db.models import Task
-from tests.conftest import EMULATOR_API_KEY, HMAC_KEY, SECRET, Emulator, StartGateway, count_rows, wait_until
+from tests.conftest import (
+    Emulator,
+    StartGateway,
+    count_rows,
+    gateway_env,
+    wait_until,
+)
 from tests.servers import ProcessServer, free_port
 from tests.test_e2e_flow import submit
 
@@ -146,15 +152,7 @@ async def test_a_callback_on_one_replica_wakes_a_waiter_on_another_within_a_seco
     """The callback lands on the replica that created the task; the waiter sits on a second
     gateway process (LISTEN/NOTIFY on PostgreSQL, the short re-check on SQLite)."""
     port = free_port()
-    env = {
-        "DATABASE_URL": database_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "KIEAI_API_KEY": EMULATOR_API_KEY,
-        "KIEAI_BASE_URL": emulator.url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
-        "IMAGEHOOK_SECRET": SECRET,
-        "SWEEP_INTERVAL_S": "0",
-    }
+    env = gateway_env(database_url, emulator.url, port, SWEEP_INTERVAL_S="0")
     other = await asyncio.to_thread(ProcessServer(env, port).start)
     try:
         await kie.set_faults(generate_s=1.5)

@@ -27,14 +27,12 @@ from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import open_deps
 from app.keys import new_webhook_secret, rotate_webhook_secret
 from tests.conftest import (
-    EMULATOR_API_KEY,
-    HMAC_KEY,
-    SECRET,
     ClientKey,
     Emulator,
     Gateway,
     StartGateway,
     count_rows,
+    gateway_env,
     wait_for_state,
     wait_until,
 )
@@ -398,20 +396,16 @@ async def test_pending_delivery_survives_a_killed_gateway(
 ) -> None:
     port, receiver_port = free_port(), free_port()
     hook_url = f"http://127.0.0.1:{receiver_port}/hook"  # nothing listens there yet
-    env = {
-        "DATABASE_URL": database_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "KIEAI_API_KEY": EMULATOR_API_KEY,
-        "KIEAI_BASE_URL": emulator.url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
-        "IMAGEHOOK_SECRET": SECRET,
-        "SWEEP_INTERVAL_S": "0.1",
-        "STALE_AFTER_S": "1",
-        "WEBHOOK_ALLOW_PRIVATE": "1",
-        "WEBHOOK_RETRY_BASE_S": "0.3",
-        # Bounds the claim lease (2 × timeout + 10 s) should the kill land mid-attempt.
-        "WEBHOOK_TIMEOUT_S": "1",
-    }
+    env = gateway_env(
+        database_url,
+        emulator.url,
+        port,
+        SWEEP_INTERVAL_S="0.1",
+        STALE_AFTER_S="1",
+        WEBHOOK_ALLOW_PRIVATE="1",
+        WEBHOOK_RETRY_BASE_S="0.3",
+        WEBHOOK_TIMEOUT_S="1",
+    )
     key = await make_client_key("webhook client")
     headers = {"Authorization": f"Bearer {key.key}"}
     await kie.set_faults(generate_s=0.1)

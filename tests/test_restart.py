@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.conftest import EMULATOR_API_KEY, HMAC_KEY, SECRET, Emulator, callback_verdicts, wait_until
+from tests.conftest import Emulator, callback_verdicts, gateway_env, wait_until
 from tests.servers import ProcessServer, free_port
 from tests.test_e2e_flow import submit
 
@@ -15,16 +15,7 @@ async def test_task_in_flight_survives_a_killed_gateway(
     database_url: str, emulator, kie: Emulator, make_key, sessions
 ) -> None:
     port = free_port()
-    env = {
-        "DATABASE_URL": database_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "KIEAI_API_KEY": EMULATOR_API_KEY,
-        "KIEAI_BASE_URL": emulator.url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
-        "IMAGEHOOK_SECRET": SECRET,
-        "SWEEP_INTERVAL_S": "0.2",
-        "STALE_AFTER_S": "1",
-    }
+    env = gateway_env(database_url, emulator.url, port)
     first = await asyncio.to_thread(ProcessServer(env, port).start)
     headers = {"Authorization": f"Bearer {await make_key()}"}
     try:

@@ -92,10 +92,10 @@ async def test_concurrent_claims_skip_rows_another_replica_holds(
     lease = now + timedelta(minutes=1)
     first, second = two_replicas
     async with first.sessions.begin() as held:
-        mine = await queries.claim_due(held, now, lease, 10)
+        mine = await queries.claim(held, Task.next_check_at, now, lease, 10)
         # The first claim is still uncommitted: without SKIP LOCKED this would block.
         async with second.sessions.begin() as other:
-            theirs = await queries.claim_due(other, now, lease, 10)
+            theirs = await queries.claim(other, Task.next_check_at, now, lease, 10)
     assert len(mine) == 10 and len(theirs) == 5
     assert not {t.id for t in mine} & {t.id for t in theirs}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db.models import ApiKey, IdempotencyKey, Task, TaskEvent
 from app.domain import TERMINAL, State, Update, states_before
@@ -84,24 +85,28 @@ async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetim
     await session.execute(stmt.execution_options(synchronize_session=False))
 
 
-async def claim_due(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[Task]:
-    """Claim up to `limit` due tasks by pushing their next check to `lease_until`.
+async def claim(
+    session: AsyncSession, due: InstrumentedAttribute[Any], now: datetime, lease_until: datetime, limit: int
+) -> Sequence[Any]:
+    """Claim up to `limit` rows whose `due` time has come by pushing it to `lease_until`.
 
-    On PostgreSQL the inner SELECT takes row locks with SKIP LOCKED, so concurrent
-    sweepers on several replicas claim disjoint sets; SQLite has one writer anyway.
+    On PostgreSQL the inner SELECT takes row locks with SKIP LOCKED, so concurrent workers on
+    several replicas claim disjoint sets; SQLite has one writer anyway. If a worker dies, its
+    lease runs out and another claims the row. Oldest first among equal times: fair queueing.
     """
-    due = (
-        select(Task.id)
-        .where(Task.next_check_at <= now)
-        .order_by(Task.next_check_at, Task.created_at)  # oldest first among equals: fair queueing
+    table = due.class_
+    due_rows = (
+        select(table.id)
+        .where(due <= now)
+        .order_by(due, table.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     stmt = (
-        update(Task)
-        .where(Task.id.in_(due.scalar_subquery()))
-        .values(next_check_at=lease_until)
-        .returning(Task)
+        update(table)
+        .where(table.id.in_(due_rows.scalar_subquery()))
+        .values({due.key: lease_until})
+        .returning(table)
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).scalars().all()
