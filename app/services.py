@@ -148,13 +148,13 @@ async def send_task(deps: Deps, task: Task) -> None:
     a definitive rejection fails it and raises UpstreamRejected."""
     spec = MODELS[task.model]
     provider = provider_for(deps, spec)
-    free_at = await throttle.take_slot(deps, spec.api.provider)
-    if free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
+    slot = await throttle.take_slot(deps, spec.api.provider)
+    if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
         async with deps.sessions.begin() as session:
-            await queries.reschedule(session, task.id, free_at)
+            await queries.reschedule(session, task.id, slot.free_at)
         return
     try:
-        upstream_id = await provider.create(spec, task.request, callback_url(deps, task.id, spec.api))
+        upstream_id = await create_in_slot(deps, provider, spec, task, slot)
     except ProviderUnavailable as exc:
         delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
         log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
@@ -170,6 +170,13 @@ async def send_task(deps: Deps, task: Task) -> None:
     async with deps.sessions.begin() as session:
         next_check = before_deadline(deps, task, first_check_delay(deps, spec))
         await queries.record_submission(session, task.id, upstream_id, now, next_check)
+
+
+async def create_in_slot(deps: Deps, provider: Provider, spec: ModelSpec, task: Task, slot: throttle.Slot) -> str:
+    try:
+        return await provider.create(spec, task.request, callback_url(deps, task.id, spec.api))
+    finally:
+        await throttle.mark_sent(deps, slot)
 
 
 def before_deadline(deps: Deps, task: Task, delay_s: float) -> datetime:

@@ -7,30 +7,33 @@ sends it when the window has room, oldest first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import UpstreamSend
 from app.deps import Deps
 
-# Our clock starts the window before the request reaches the provider; a margin keeps
-# network jitter from putting one create too many into the provider's window.
-MARGIN = timedelta(seconds=0.5)
+
+@dataclass(frozen=True)
+class Slot:
+    id: int | None = None  # granted: this create's place in the window
+    free_at: datetime | None = None  # refused: when a place frees
 
 
 def limit_for(deps: Deps, provider: str) -> tuple[int, timedelta] | None:
     if provider == "kie" and deps.settings.kie_create_limit > 0:
-        return deps.settings.kie_create_limit, timedelta(seconds=deps.settings.kie_create_window_s) + MARGIN
+        return deps.settings.kie_create_limit, timedelta(seconds=deps.settings.kie_create_window_s)
     return None
 
 
-async def take_slot(deps: Deps, provider: str) -> datetime | None:
-    """Reserve a create now (None), or say when the next slot frees."""
+async def take_slot(deps: Deps, provider: str) -> Slot:
+    """A place in the provider's create window now, or when the next one frees."""
     limit = limit_for(deps, provider)
     if limit is None:
-        return None
+        return Slot()
     count, window = limit
     now = deps.clock()
     async with deps.sessions.begin() as session:
@@ -38,9 +41,19 @@ async def take_slot(deps: Deps, provider: str) -> datetime | None:
         stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider).order_by(UpstreamSend.at.desc())
         recent = list((await session.execute(stmt.limit(count))).scalars())
         if len(recent) < count:
-            session.add(UpstreamSend(provider=provider, at=now))
-            return None
-        return recent[-1] + window
+            send = UpstreamSend(provider=provider, at=now)
+            session.add(send)
+            await session.flush()
+            return Slot(id=send.id)
+        return Slot(free_at=recent[-1] + window)
+
+
+async def mark_sent(deps: Deps, slot: Slot) -> None:
+    """Restamp the create with the moment its call returned: the provider counted it at
+    arrival, which is no later than that, so the next window can never overlap it."""
+    if slot.id is not None:
+        async with deps.sessions.begin() as session:
+            await session.execute(update(UpstreamSend).where(UpstreamSend.id == slot.id).values(at=deps.clock()))
 
 
 async def _lock_window(session: AsyncSession, provider: str, window_start: datetime) -> None:
