@@ -45,7 +45,10 @@ async def _check_rate(session: AsyncSession, key: ApiKey, now: datetime) -> None
     )
     count, oldest = (await session.execute(stmt)).one()
     if count >= key.rate_per_minute:
-        retry_after = max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds()))
+        # `now` was read before this request waited for the key's lock, so a task committed
+        # meanwhile can look newer than it: the window itself bounds the wait.
+        window_s = RATE_WINDOW.total_seconds()
+        retry_after = min(int(window_s), max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds())))
         raise TooManyRequests(
             f"Rate limit of {key.rate_per_minute} submissions per minute reached; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
