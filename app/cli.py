@@ -155,6 +155,7 @@ def start_emulator(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         KVID_BASE_URL=base_url,
     )
     os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{args.port}")
+    os.environ.setdefault("FETCH_ALLOWED_HOSTS", "127.0.0.1")  # copy the emulator's results too
     for _ in range(100):
         try:
             httpx.get(base_url + "/emulator/calls", timeout=1)
