@@ -23,6 +23,8 @@ from app.watch import listen_postgres
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE_S = 15.0  # how long shutdown waits for a sweeper round in progress
+
 
 class AppState(TypedDict):
     deps: Deps
@@ -33,17 +35,18 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         async with open_deps(settings) as deps:
-            background = []
+            stopping = asyncio.Event()
+            loops, listeners = [], []
             if run_sweeper_in_process and settings.sweep_interval_s > 0:
-                background.append(asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s)))
+                loops.append(asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s, stopping)))
             if deps.engine.dialect.name == "postgresql":
-                background.append(asyncio.create_task(listen_postgres(settings.database_url, deps.watch)))
+                listeners.append(asyncio.create_task(listen_postgres(settings.database_url, deps.watch)))
             try:
                 yield {"deps": deps, "schema_head": head_revision(settings.database_url)}
             finally:
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+                stopping.set()
+                await stop_tasks(listeners, grace_s=0)
+                await stop_tasks(loops, grace_s=SHUTDOWN_GRACE_S)
 
     return Starlette(
         routes=[
@@ -60,6 +63,16 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
         lifespan=lifespan,
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: server_error},
     )
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Give background loops grace_s to finish their round, then cancel them. A round cut
+    short can leave its connection mid-transaction, and on SQLite that blocks every writer."""
+    if tasks and grace_s > 0:
+        await asyncio.wait(tasks, timeout=grace_s)
+    for task in tasks:
+        task.cancel()  # no effect on a task that has finished
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def gateway_error(request: Request, exc: Any) -> JSONResponse:

@@ -4,6 +4,7 @@ callback is late, and times out tasks that never finish. Safe to run on every re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -92,18 +93,21 @@ async def check_task(deps: Deps, task: Task) -> str:
     return "checked"
 
 
-async def run_sweeper(deps: Deps, interval_s: float) -> None:
-    """Sweep forever: tasks and webhooks in one loop, image copies in another, so a slow
-    download never holds up a status check or a webhook."""
+async def run_sweeper(deps: Deps, interval_s: float, stopping: asyncio.Event | None = None) -> None:
+    """Sweep until `stopping` is set: tasks and webhooks in one loop, image copies in another,
+    so a slow download never holds up a status check or a webhook."""
+    stopping = stopping or asyncio.Event()
     await asyncio.gather(
-        _repeat("sweep", lambda: sweep_once(deps), BATCH_SIZE, interval_s),
-        _repeat("copies", lambda: copy_due(deps), COPY_BATCH_SIZE, interval_s),
+        _repeat("sweep", lambda: sweep_once(deps), BATCH_SIZE, interval_s, stopping),
+        _repeat("copies", lambda: copy_due(deps), COPY_BATCH_SIZE, interval_s, stopping),
     )
 
 
-async def _repeat(name: str, one_round: Callable[[], Awaitable[Counter[str]]], batch: int, interval_s: float) -> None:
-    """Run rounds forever; a full batch means more is due, so the next round starts at once."""
-    while True:
+async def _repeat(
+    name: str, one_round: Callable[[], Awaitable[Counter[str]]], batch: int, interval_s: float, stopping: asyncio.Event
+) -> None:
+    """Run whole rounds until stopped; a full batch means more is due, so the next round starts at once."""
+    while not stopping.is_set():
         try:
             done = await one_round()
         except Exception:
@@ -112,4 +116,5 @@ async def _repeat(name: str, one_round: Callable[[], Awaitable[Counter[str]]], b
         if done:
             log.info("%s: %s", name, dict(done))
         if done.total() < batch:
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)

@@ -46,7 +46,9 @@ class ThreadServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=30)
+        # A server still running would keep its database connections; fail here, not in later tests.
+        assert not self.thread.is_alive(), f"server on port {self.port} did not stop"
 
 
 class ProcessServer:
