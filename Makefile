@@ -1,4 +1,5 @@
-# imagehook: `make run` starts the service, `make test` runs every check. Both set up .venv first.
+# imagehook: `make run` starts the service, `make test` runs every check, `make bench` measures it.
+# Each sets up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 # CI must never skip the PostgreSQL pass; on a laptop without PostgreSQL it is skipped loudly.
 REQUIRE_POSTGRES ?= $(CI)
 
-.PHONY: install run test lint fmt test-sqlite test-postgres emulator
+.PHONY: install run test lint fmt test-sqlite test-postgres emulator bench
 
 $(BIN)/imagehook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +27,12 @@ emulator: install
 test: lint test-sqlite test-postgres
 
 lint: install
-	$(BIN)/ruff check app migrations tests
-	$(BIN)/ruff format --check app migrations tests
+	$(BIN)/ruff check app migrations tests bench
+	$(BIN)/ruff format --check app migrations tests bench
 
 fmt: install
-	$(BIN)/ruff check --fix app migrations tests
-	$(BIN)/ruff format app migrations tests
+	$(BIN)/ruff check --fix app migrations tests bench
+	$(BIN)/ruff format app migrations tests bench
 
 test-sqlite: install
 	$(BIN)/pytest
@@ -45,3 +46,8 @@ test-postgres: install
 	else \
 		echo "!! PostgreSQL not reachable at $(PG_TEST_URL): PostgreSQL pass NOT run"; \
 	fi
+
+# SQLite and PostgreSQL ($(PG_TEST_URL)); starts every server itself and installs wrk if missing.
+# Options: make bench BENCH_ARGS="--quick --backend sqlite --runs 1 --duration 5 --json out.json"
+bench: install
+	$(BIN)/python -m bench --pg-url "$(PG_TEST_URL)" $(BENCH_ARGS)

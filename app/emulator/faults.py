@@ -14,6 +14,9 @@ class Faults:
     callback_delay_s: float = 0.0
     drop_callbacks: float = 0.0
     duplicate_callbacks: int = 0
+    # Probability that a job's callback is delivered once more (on top of duplicate_callbacks), like a
+    # provider retrying a delivery it thought had failed.
+    duplicate_rate: float = 0.0
     fail_rate: float = 0.0
     fail_msg: str = "Content policy violation"
     fail_code: str = "500"
@@ -39,7 +42,7 @@ class Faults:
         delays = ("generate_s", "callback_delay_s", "create_delay_s", "result_delay_s")
         for name in (*delays, "starting_credits", "credits_per_image"):
             _check(name, _is_number(getattr(self, name)) and getattr(self, name) >= 0, "a number >= 0")
-        for name in ("drop_callbacks", "fail_rate"):
+        for name in ("drop_callbacks", "duplicate_rate", "fail_rate"):
             _check(name, _is_number(getattr(self, name)) and 0 <= getattr(self, name) <= 1, "a number in 0..1")
         count = self.duplicate_callbacks
         _check("duplicate_callbacks", _is_int(count) and count >= 0, "an integer >= 0")

@@ -48,6 +48,7 @@ class Job(ABC):
     drop_drawn: bool  # the drop_callbacks draw; it only matters when there is a callback to drop
     base_url: str  # of the create request, so result URLs work wherever the emulator is served
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_drawn: bool = False  # the duplicate_rate draw: one more delivery of the callback
 
     @property
     @abstractmethod

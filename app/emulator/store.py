@@ -107,12 +107,14 @@ class Emulator:
 
     def create_job(self, job_class: type[Job], body: dict[str, Any], base_url: str, **fields: Any) -> Job:
         faults = self.faults
-        # Both draws always happen, in a fixed order, so a seed gives the same outcomes per job of any family.
+        # Every draw always happens, in a fixed order, so a seed gives the same outcomes per job of any family.
         failed = self.rng.random() < faults.fail_rate
         drop_drawn = self.rng.random() < faults.drop_callbacks
+        duplicate_drawn = self.rng.random() < faults.duplicate_rate
         generate_s = 0.0 if faults.callback_before_response else faults.generate_s
         task_id = job_class.id_prefix + secrets.token_hex(12)
         job = job_class(task_id, body, faults, self.clock(), generate_s, failed, drop_drawn, base_url, **fields)
+        job.duplicate_drawn = duplicate_drawn
         self.jobs[task_id] = job
         if job.kie_account and faults.create_rate_limit is not None:
             self.kie_creates.append(job.created)
@@ -132,7 +134,7 @@ class Emulator:
     async def run_callbacks(self, job: Job) -> None:
         """Wait for the job to finish (plus the callback delay), then deliver it 1 + duplicates times."""
         await asyncio.sleep(job.generate_s + job.faults.callback_delay_s)
-        for _ in range(1 + job.faults.duplicate_callbacks):
+        for _ in range(1 + job.faults.duplicate_callbacks + int(job.duplicate_drawn)):
             await self.deliver(job)
 
     async def deliver(self, job: Job) -> dict[str, Any]:
