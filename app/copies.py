@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import uploads
 from app.db import queries
 from app.db.models import StoredFile, Task
-from app.deps import CHANGED_TASKS, Deps
+from app.deps import Deps
 from app.domain import Backoff
 from app.errors import BadRequest
 from app.providers.http import retry_after
@@ -226,8 +226,7 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
     stored = sorted({*(task.stored_images or []), n})
     # updated_at moves: the status object (its image URLs) changed.
     await session.execute(update(Task).where(Task.id == task_id).values(stored_images=stored, updated_at=now))
-    await queries.notify_replicas(session, task_id)
-    session.info.setdefault(CHANGED_TASKS, set()).add(task_id)
+    queries.mark_changed(session, [task_id])
 
 
 async def record_failure(deps: Deps, row: StoredFile, error: CopyError) -> str:

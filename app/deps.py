@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.balance import CachedBalance
 from app.db.engine import create_engine, create_sessions
+from app.db.loader import TaskLoader, open_loader
+from app.db.queries import CHANGED_TASKS
+from app.keys_cache import KeyCache
 from app.providers import Provider, build_providers
 from app.settings import Settings
+from app.status_cache import StatusCache
 from app.watch import TaskWatch
-
-CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose state this transaction changed
 
 
 def utc_now() -> datetime:
@@ -31,6 +33,9 @@ class Deps:
     sessions: async_sessionmaker[Any]
     http: httpx.AsyncClient
     providers: dict[str, Provider]
+    loader: TaskLoader
+    status_cache: StatusCache
+    keys: KeyCache = field(default_factory=KeyCache)
     watch: TaskWatch = field(default_factory=TaskWatch)
     balance: CachedBalance = field(default_factory=CachedBalance)
     clock: Callable[[], datetime] = utc_now
@@ -41,7 +46,12 @@ class Deps:
         async with self.sessions.begin() as session:
             yield session
         for task_id in session.info.pop(CHANGED_TASKS, ()):
-            self.watch.publish(task_id)
+            self.task_changed(task_id)
+
+    def task_changed(self, task_id: str) -> None:
+        """A committed change, here or on another replica: drop its cached status, wake its waiters."""
+        self.status_cache.invalidate(task_id)
+        self.watch.publish(task_id)
 
 
 @asynccontextmanager
@@ -50,10 +60,19 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
-            deps = Deps(settings, engine, create_sessions(engine), http, build_providers(settings, http))
+            deps = Deps(
+                settings,
+                engine,
+                create_sessions(engine),
+                http,
+                build_providers(settings, http),
+                open_loader(engine),
+                StatusCache(settings.status_cache_size),
+            )
             try:
                 yield deps
             finally:
                 await deps.balance.close()
+                await deps.loader.fetch.close()
     finally:
         await engine.dispose()

@@ -55,9 +55,14 @@ async def rotate_webhook_secret(deps: Deps, key_id: int) -> str:
 async def authenticate(deps: Deps, key: str | None) -> int:
     """The id of the key's owner, or Unauthorized."""
     if key:
-        async with deps.sessions() as session:
-            owner = await queries.find_api_key_id(session, hash_key(key))
+        key_hash = hash_key(key)
+        owner = deps.keys.get(key_hash)
         if owner is not None:
+            return owner
+        async with deps.sessions() as session:
+            owner = await queries.find_api_key_id(session, key_hash)
+        if owner is not None:
+            deps.keys.put(key_hash, owner)
             return owner
     raise Unauthorized("Missing or invalid API key")
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 
+from app.db import queries
 from app.db.models import (
     CallbackEvent,
     IdempotencyKey,
@@ -69,7 +70,8 @@ async def _delete_tasks(deps: Deps, task_ids: list[str]) -> Counter[str]:
         await storage.delete(key)
     removed: Counter[str] = Counter(files=len(files))
     deliveries = select(WebhookDelivery.id).where(WebhookDelivery.task_id.in_(task_ids)).scalar_subquery()
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
+        queries.mark_changed(session, task_ids)
         for table, condition in (
             (WebhookAttempt, WebhookAttempt.delivery_id.in_(deliveries)),
             (WebhookDelivery, WebhookDelivery.task_id.in_(task_ids)),

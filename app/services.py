@@ -10,6 +10,7 @@ import asyncio
 import enum
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -20,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import copies, limits, throttle, webhooks
 from app.db import queries
+from app.db.loader import TaskStatus
 from app.db.models import IdempotencyKey, Task
-from app.deps import CHANGED_TASKS, Deps
+from app.deps import Deps
 from app.domain import Backoff, State, Update
 from app.errors import Conflict, NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
 from app.providers import LABELS, Provider
 from app.providers.models import MODELS, Api, ModelSpec
+from app.status_cache import CachedStatus
 from app.validation import Submission
 from app.watch import sleep_until_changed
 
@@ -199,8 +202,7 @@ async def apply_update(deps: Deps, session: AsyncSession, task_id: str, change: 
             copies.enqueue(session, task, now)
         if change.state.terminal and task.webhook_url:
             webhooks.enqueue(session, task, now, deps.settings.webhook_retry_for_s)
-        await queries.notify_replicas(session, task_id)
-        session.info.setdefault(CHANGED_TASKS, set()).add(task_id)
+        queries.mark_changed(session, [task_id])
         return Outcome.APPLIED
     task = await queries.get_task(session, task_id)
     if task is None:
@@ -231,6 +233,26 @@ def _event_detail(change: Update) -> dict[str, object]:
         "costTime": change.cost_time_ms,
         "upstreamId": change.upstream_id,
     }
+
+
+async def read_status(deps: Deps, api_key_id: int, task_id: str) -> bytes:
+    """The task's status object as JSON: from the status cache, else from the database."""
+    cached = deps.status_cache.get(task_id)
+    if cached is None:
+        epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
+        row = await deps.loader.load(task_id)
+        if row is None:
+            raise NotFound("Task not found")
+        cached = CachedStatus(row.api_key_id, encode_json(status_body(row, deps.settings.public_base_url)))
+        deps.status_cache.put(task_id, cached, epoch)
+    if cached.owner != api_key_id:
+        raise NotFound("Task not found")  # the same answer as for no task at all
+    return cached.body
+
+
+def encode_json(content: object) -> bytes:
+    """What Starlette's JSONResponse would send."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 async def read_task(deps: Deps, api_key_id: int, task_id: str) -> Task:
@@ -273,7 +295,7 @@ async def status_changes(
             await sleep_until_changed(changed, keepalive_s)
 
 
-def status_body(task: Task, public_base_url: str) -> dict[str, object]:
+def status_body(task: Task | TaskStatus, public_base_url: str) -> dict[str, object]:
     """The task as clients see it. Each image is served from imagehook's own copy once it
     exists; until then it is the provider's URL, which expires (`expiresAt`)."""
     urls = image_urls(task, public_base_url) if task.state == State.SUCCESS else []
@@ -291,7 +313,7 @@ def status_body(task: Task, public_base_url: str) -> dict[str, object]:
     }
 
 
-def image_urls(task: Task, public_base_url: str) -> list[str]:
+def image_urls(task: Task | TaskStatus, public_base_url: str) -> list[str]:
     stored = set(task.stored_images)
     return [
         f"{public_base_url}/api/images/{task.id}/files/{n}" if n in stored else url
@@ -299,6 +321,6 @@ def image_urls(task: Task, public_base_url: str) -> list[str]:
     ]
 
 
-def _upstream_expiry(task: Task) -> str:
+def _upstream_expiry(task: Task | TaskStatus) -> str:
     # Kie documents 24 hours in one place and 14 days in another: promise the shorter.
     return ((task.completed_at or task.updated_at) + UPSTREAM_URL_LIFETIME).isoformat()

@@ -54,6 +54,8 @@ class Settings:
     # Result images are fetched only from these hosts: the copier never becomes an open proxy.
     fetch_allowed_hosts: tuple[str, ...] = DEFAULT_FETCH_ALLOWED_HOSTS
     copy_timeout_s: float = 60.0
+    # Serialized status bodies kept in each process (about 1 KB each); 0 turns the cache off.
+    status_cache_size: int = 20000
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +89,7 @@ class Settings:
             storage_max_bytes=_integer(env, "STORAGE_MAX_BYTES", cls.storage_max_bytes),
             fetch_allowed_hosts=_hosts(env, "FETCH_ALLOWED_HOSTS", cls.fetch_allowed_hosts),
             copy_timeout_s=_number(env, "COPY_TIMEOUT_S", cls.copy_timeout_s),
+            status_cache_size=_integer(env, "STATUS_CACHE_SIZE", cls.status_cache_size),
         )
 
 

@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.status_cache import StatusCache
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,8 @@ CHANNEL = "imagehook_tasks"
 # Without notifications (another replica on SQLite's file, or a lost LISTEN connection) a
 # waiter still sees a change within this long.
 RECHECK_S = 0.5
+# On SQLite, a commit by another process is noticed (and the status cache emptied) within this long.
+FRESHNESS_POLL_S = 0.1
 
 
 class TaskWatch:
@@ -52,20 +57,51 @@ async def sleep_until_changed(event: asyncio.Event, timeout_s: float) -> None:
         await asyncio.wait_for(event.wait(), min(timeout_s, RECHECK_S))
 
 
-async def listen_postgres(database_url: str, watch: TaskWatch) -> None:
-    """Relay NOTIFYs from every replica into this process's TaskWatch, reconnecting forever."""
+async def listen_postgres(database_url: str, on_change: Callable[[str], None], cache: StatusCache) -> None:
+    """Relay NOTIFYs from every replica to on_change, reconnecting forever. The status cache
+    is on only while they are heard: a NOTIFY lost with the connection is a change missed."""
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     while True:
         try:
             connection = await asyncpg.connect(dsn)
             try:
-                await connection.add_listener(CHANNEL, lambda _c, _pid, _ch, task_id: watch.publish(task_id))
+                await connection.add_listener(CHANNEL, lambda _c, _pid, _ch, task_id: on_change(task_id))
+                cache.enable(True)
                 while not connection.is_closed():
-                    await asyncio.sleep(5)
+                    await asyncio.sleep(1)
             finally:
+                cache.enable(False)
                 await connection.close()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the re-check fallback covers the gap; keep trying
             log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
             await asyncio.sleep(2)
+
+
+async def watch_sqlite(engine: AsyncEngine, cache: StatusCache) -> None:
+    """Empty the status cache whenever anything commits to the database file: another process
+    (a separate sweeper, purge, an operator) cannot tell this one which tasks it changed."""
+    while True:
+        try:
+            await _follow_data_version(engine, cache)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("watching SQLite for changes failed (%s); retrying", type(exc).__name__)
+        finally:
+            cache.enable(False)
+        await asyncio.sleep(1)
+
+
+async def _follow_data_version(engine: AsyncEngine, cache: StatusCache) -> None:
+    async with engine.connect() as connection:
+        seen = None
+        while True:
+            # Changes when any other connection, in any process, has committed since the last call.
+            version = (await connection.exec_driver_sql("PRAGMA data_version")).scalar()
+            await connection.rollback()
+            if version != seen:
+                cache.enable(True)  # empties it, and the first time turns it on
+                seen = version
+            await asyncio.sleep(FRESHNESS_POLL_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app import services
@@ -81,9 +81,8 @@ async def status(request: Request) -> JSONResponse:
     wait = query_wait(request)
     if wait:
         task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
-    else:
-        task = await services.read_task(deps, owner, task_id)
-    return JSONResponse(services.status_body(task, deps.settings.public_base_url))
+        return JSONResponse(services.status_body(task, deps.settings.public_base_url))
+    return Response(await services.read_status(deps, owner, task_id), media_type="application/json")
 
 
 routes = [

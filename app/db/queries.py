@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db.models import ApiKey, IdempotencyKey, Task, TaskEvent
 from app.domain import TERMINAL, State, Update, states_before
-from app.watch import CHANNEL
+
+CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
 
 
 async def find_api_key_id(session: AsyncSession, key_hash: str) -> int | None:
@@ -129,7 +130,8 @@ def add_event(
     )
 
 
-async def notify_replicas(session: AsyncSession, task_id: str) -> None:
-    """PostgreSQL delivers this at commit to every replica LISTENing (see app/watch.py)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_notify(CHANNEL, task_id)))
+def mark_changed(session: AsyncSession, task_ids: Sequence[str]) -> None:
+    """Once this transaction commits, these tasks' cached statuses are dropped and their waiters
+    woken in this process (Deps.write). Other replicas hear of it from PostgreSQL: a trigger
+    NOTIFYs every change to a task's status (migrations/versions/*_notify_task_changes.py)."""
+    session.info.setdefault(CHANGED_TASKS, set()).update(task_ids)

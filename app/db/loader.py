@@ -1,0 +1,170 @@
+"""Coalesced status reads: concurrent reads of single tasks share one query.
+
+While one query runs, the reads that arrive meanwhile gather into the next one. A read is
+never answered by a query that started before it, so it sees every commit made before it began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Task
+
+MAX_BATCH = 256
+
+
+class TaskStatus(NamedTuple):
+    """The columns a status body is made of, plus the owner."""
+
+    id: str
+    api_key_id: int
+    state: str
+    model: str
+    image_urls: list[str]
+    stored_images: list[int]
+    fail_msg: str | None
+    cost_time_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class Fetch(Protocol):
+    async def __call__(self, task_ids: list[str]) -> Sequence[TaskStatus]: ...
+    async def close(self) -> None: ...
+
+
+class TaskLoader:
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self._waiting: dict[str, list[asyncio.Future[TaskStatus | None]]] = {}
+        self._running: asyncio.Task[None] | None = None
+
+    async def load(self, task_id: str) -> TaskStatus | None:
+        """The task's status columns, or None if there is no such task."""
+        future: asyncio.Future[TaskStatus | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(task_id, []).append(future)
+        if self._running is None:
+            self._running = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = dict(list(self._waiting.items())[:MAX_BATCH])
+                for task_id in batch:
+                    del self._waiting[task_id]
+                await self._answer(batch)
+        finally:
+            self._running = None
+
+    async def _answer(self, batch: dict[str, list[asyncio.Future[TaskStatus | None]]]) -> None:
+        try:
+            rows = {row.id: row for row in await self.fetch(list(batch))}
+        except Exception as exc:
+            # Every read of this batch fails alike; later batches start afresh.
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for task_id, futures in batch.items():
+            for future in futures:
+                if not future.done():  # the client may have gone away
+                    future.set_result(rows.get(task_id))
+
+
+def open_loader(engine: AsyncEngine) -> TaskLoader:
+    database = make_url(engine.url).database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return TaskLoader(SqliteFetch(database))
+    return TaskLoader(EngineFetch(engine))
+
+
+STATUS_BY_IDS = select(*(getattr(Task, name) for name in TaskStatus._fields)).where(
+    Task.id.in_(bindparam("ids", expanding=True))
+)
+
+
+class EngineFetch:
+    """Through the async engine: asyncpg needs no thread, so nothing is gained by going around it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self, task_ids: list[str]) -> Sequence[TaskStatus]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(STATUS_BY_IDS, {"ids": task_ids})).all()
+        return [TaskStatus(*row) for row in rows]
+
+    async def close(self) -> None:
+        return None
+
+
+class SqliteFetch:
+    """One read-only connection on its own thread. aiosqlite would make about five thread
+    round trips per query; this makes one, which is most of what a status read costs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-reads")
+        self._connection: sqlite3.Connection | None = None
+
+    async def __call__(self, task_ids: list[str]) -> Sequence[TaskStatus]:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._query, task_ids)
+
+    def _query(self, task_ids: list[str]) -> list[TaskStatus]:
+        if self._connection is None:
+            self._connection = sqlite3.connect(self.path, timeout=30)
+            self._connection.execute("PRAGMA query_only = ON")
+        columns = ", ".join(TaskStatus._fields)
+        placeholders = ", ".join("?" * len(task_ids))
+        sql = f"SELECT {columns} FROM tasks WHERE id IN ({placeholders})"  # only the placeholder count varies
+        return [_decode(row) for row in self._connection.execute(sql, task_ids)]
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
+        self._thread.shutdown()
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _decode(row: tuple[Any, ...]) -> TaskStatus:
+    """What SQLAlchemy's JSON and UTCDateTime types would make of SQLite's text (app/db/models.py)."""
+    task_id, owner, state, model, image_urls, stored_images, fail_msg, cost_time_ms, *times = row
+    created_at, updated_at, completed_at = (_utc(value) for value in times)
+    assert created_at is not None and updated_at is not None
+    return TaskStatus(
+        task_id,
+        owner,
+        state,
+        model,
+        _json_list(image_urls),
+        _json_list(stored_images),
+        fail_msg,
+        cost_time_ms,
+        created_at,
+        updated_at,
+        completed_at,
+    )
+
+
+def _json_list(value: str | None) -> list[Any]:
+    return (json.loads(value) if value else None) or []
+
+
+def _utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
