@@ -6,11 +6,16 @@ read before the signature is.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
 from app.db.models import CallbackEvent
@@ -21,7 +26,7 @@ from app.providers import Provider, kie_signature
 from app.providers.kie import CALLBACK_READERS
 from app.providers.kie_market import callback_task_id
 from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api
-from app.services import apply_update, callback_token
+from app.services import apply_updates, callback_token
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +59,44 @@ async def receive_callback(
     if change is not None and deps.settings.callback_confirm and client is not None:
         change = await _confirm(client, ROUTE_APIS[route], change)
         verdict = verdict if change is not None else UNCONFIRMED
-    async with deps.write() as session:
-        if change is not None:
-            outcome = await apply_update(deps, session, task_id, change, "callback")
-            verdict = Verdict(200, outcome.value)
-        elif verdict is UNCONFIRMED:
-            await queries.reschedule(session, task_id, deps.clock())
-        session.add(
-            CallbackEvent(
-                task_id=task_id[:40],
-                provider=route,
-                received_at=deps.clock(),
-                headers={name: headers[name] for name in KEPT_HEADERS if name in headers},
-                body=raw.decode("utf-8", errors="replace"),
-                verdict=verdict.verdict,
-            )
-        )
+    inbox = {
+        "task_id": task_id[:40],
+        "provider": route,
+        "received_at": deps.clock(),
+        "headers": {name: headers[name] for name in KEPT_HEADERS if name in headers},
+        "body": raw.decode("utf-8", errors="replace"),
+    }
+    # Answered only once committed; callbacks arriving together share the transaction.
+    received = Received(task_id, verdict, change, inbox)
+    verdict = await deps.group_commit("callbacks", functools.partial(record_callbacks, deps)).run(received)
     if verdict.status != 200:
         log.warning("callback for task %s refused: %s", task_id, verdict.verdict)
     return verdict
+
+
+@dataclass(frozen=True)
+class Received:
+    task_id: str
+    verdict: Verdict  # what verification found
+    change: Update | None  # what the callback says, if it is to be applied
+    inbox: dict[str, Any]  # its callback_events row, but for the final verdict
+
+
+async def record_callbacks(deps: Deps, session: AsyncSession, group: list[Received]) -> list[Verdict]:
+    """Apply a group of callbacks and keep each in the inbox with its final verdict."""
+    changes = [(item.task_id, item.change, "callback") for item in group if item.change is not None]
+    outcomes = iter(await apply_updates(deps, session, changes))
+    verdicts = []
+    for item in group:
+        verdict = item.verdict
+        if item.change is not None:
+            verdict = Verdict(200, next(outcomes).value)
+        elif verdict is UNCONFIRMED:
+            await queries.reschedule(session, item.task_id, deps.clock())
+        verdicts.append(verdict)
+    rows = [{**item.inbox, "verdict": verdict.verdict} for item, verdict in zip(group, verdicts, strict=True)]
+    await session.execute(insert(CallbackEvent), rows)
+    return verdicts
 
 
 def _verify_and_read(

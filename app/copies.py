@@ -79,7 +79,7 @@ async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
 
 async def claim_due(deps: Deps, limit: int) -> Sequence[StoredFile]:
     now = deps.clock()
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         lease_until = now + timedelta(seconds=lease_s(deps.settings))
         return await queries.claim(session, StoredFile.next_attempt_at, now, lease_until, limit)
 
@@ -232,7 +232,7 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
 async def record_failure(deps: Deps, row: StoredFile, error: CopyError) -> str:
     state, next_attempt = next_step(row, error, deps.clock())
     values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": next_attempt, "error": error.message}
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         await settle(session, row, values)
     if state == "failed":
         log.warning("gave up copying image %d of %s: %s", row.n, row.task_id, error.message)

@@ -37,7 +37,7 @@ class Result:
 async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     now = deps.clock()
     lease_until = now + timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         deliveries = await queries.claim(session, WebhookDelivery.next_attempt_at, now, lease_until, limit)
         key_ids = {delivery.api_key_id for delivery in deliveries}
         keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
@@ -62,7 +62,7 @@ async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[st
     started = time.monotonic()
     result = await attempt(deps, delivery, key, body)
     duration_ms = round((time.monotonic() - started) * 1000)
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         return await record(deps, session, delivery, body, result, duration_ms)
 
 
@@ -132,7 +132,7 @@ def next_step(deps: Deps, delivery: WebhookDelivery, result: Result, now: dateti
 async def retry_now(deps: Deps, api_key_id: int, delivery_id: int) -> None:
     """Replay one delivery at once (whatever its state), with a fresh retry window."""
     now = deps.clock()
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         delivery = await session.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.api_key_id != api_key_id:
             raise NotFound("Delivery not found")

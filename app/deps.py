@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from app.balance import CachedBalance
 from app.db.engine import create_engine, create_sessions
 from app.db.loader import TaskLoader, open_loader
 from app.db.queries import CHANGED_TASKS
+from app.group_commit import GroupCommit
 from app.keys_cache import KeyCache
 from app.providers import Provider, build_providers
 from app.settings import Settings
@@ -40,11 +43,24 @@ class Deps:
     balance: CachedBalance = field(default_factory=CachedBalance)
     clock: Callable[[], datetime] = utc_now
 
+    # SQLite has one writer at a time. Writers of this process take turns here instead of in
+    # SQLite's busy handler, which sleeps for milliseconds at a time between tries.
+    write_lock: asyncio.Lock | None = None
+    _group_commits: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict)
+
+    def group_commit(self, kind: str, write_group: Callable[[AsyncSession, list[Any]], Any]) -> GroupCommit[Any, Any]:
+        """The group commit of one kind of write (see app/group_commit.py), made on first use."""
+        if kind not in self._group_commits:
+            self._group_commits[kind] = GroupCommit(self.write, write_group)
+        return self._group_commits[kind]
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction; once it commits, waiters on the tasks it changed wake up."""
-        async with self.sessions.begin() as session:
-            yield session
+        """A write transaction; once it commits, cached statuses of the tasks it changed are
+        dropped and their waiters wake up. Never nest one in another: on SQLite that deadlocks."""
+        async with self.write_lock or contextlib.nullcontext():
+            async with self.sessions.begin() as session:
+                yield session
         for task_id in session.info.pop(CHANGED_TASKS, ()):
             self.task_changed(task_id)
 
@@ -68,6 +84,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                 build_providers(settings, http),
                 open_loader(engine),
                 StatusCache(settings.status_cache_size),
+                write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
             )
             try:
                 yield deps

@@ -36,14 +36,14 @@ async def create_key(deps: Deps, name: str) -> NewKey:
     row = ApiKey(
         name=name, key_hash=hash_key(key), prefix=key[:10], webhook_secret=webhook_secret, created_at=deps.clock()
     )
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         session.add(row)
     return NewKey(row.id, key, webhook_secret)
 
 
 async def rotate_webhook_secret(deps: Deps, key_id: int) -> str:
     """A new signing secret; the old one keeps signing beside it for a day (see webhooks.signing_secrets)."""
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         row = await session.get(ApiKey, key_id)
         if row is None:
             raise NotFound(f"No API key #{key_id}")
@@ -72,7 +72,7 @@ LIMITS = ("rate_per_minute", "max_in_flight", "daily_credit_budget", "monthly_cr
 
 async def set_limits(deps: Deps, key_id: int, **limits: float | None) -> dict[str, float | None]:
     """Change the given limits (None: unlimited); the key's limits as they now stand."""
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         row = await session.get(ApiKey, key_id)
         if row is None:
             raise NotFound(f"No API key #{key_id}")

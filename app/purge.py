@@ -87,7 +87,7 @@ async def _delete_tasks(deps: Deps, task_ids: list[str]) -> Counter[str]:
 
 async def _delete_batch(deps: Deps, table: type, condition: object, batch: int, removed: Counter[str]) -> int:
     ids = select(table.id).where(condition).limit(batch).scalar_subquery()  # type: ignore[attr-defined]
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         count = (await session.execute(delete(table).where(table.id.in_(ids)))).rowcount  # type: ignore[attr-defined]
     removed[table.__tablename__] += count  # type: ignore[attr-defined]
     return count

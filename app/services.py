@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,7 @@ from app.db import queries
 from app.db.loader import TaskStatus
 from app.db.models import IdempotencyKey, Task
 from app.deps import Deps
-from app.domain import Backoff, State, Update
+from app.domain import Backoff, State, Update, states_before
 from app.errors import Conflict, NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
 from app.providers import LABELS, Provider
 from app.providers.models import MODELS, Api, ModelSpec
@@ -87,7 +87,7 @@ async def submit_task(
         return earlier
     task = new_task(deps, api_key_id, submission)
     try:
-        async with deps.sessions.begin() as session:
+        async with deps.write() as session:
             await limits.enforce(session, api_key_id, task.created_at, task.credit_reserve)
             session.add(task)
             if idempotency_key:
@@ -153,7 +153,7 @@ async def send_task(deps: Deps, task: Task) -> None:
     provider = provider_for(deps, spec)
     slot = await throttle.take_slot(deps, spec.api.provider)
     if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
-        async with deps.sessions.begin() as session:
+        async with deps.write() as session:
             await queries.reschedule(session, task.id, slot.free_at)
         return
     try:
@@ -161,7 +161,7 @@ async def send_task(deps: Deps, task: Task) -> None:
     except ProviderUnavailable as exc:
         delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
         log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
-        async with deps.sessions.begin() as session:
+        async with deps.write() as session:
             await queries.reschedule(
                 session, task.id, before_deadline(deps, task, delay), submit_attempts=task.submit_attempts + 1
             )
@@ -170,7 +170,7 @@ async def send_task(deps: Deps, task: Task) -> None:
         await update_task(deps, task.id, Update(State.FAIL, fail_code=str(exc.code), fail_msg=exc.message), "submit")
         raise UpstreamRejected(f"{provider.label} error: {exc.message}", provider.rejection_status(exc.code)) from None
     now = deps.clock()
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         next_check = before_deadline(deps, task, first_check_delay(deps, spec))
         await queries.record_submission(session, task.id, upstream_id, now, next_check)
 
@@ -189,26 +189,39 @@ def before_deadline(deps: Deps, task: Task, delay_s: float) -> datetime:
 
 
 async def apply_update(deps: Deps, session: AsyncSession, task_id: str, change: Update, source: str) -> Outcome:
-    """Record what a provider said about a task. Idempotent, monotonic, first terminal wins.
+    """Record what a provider said about a task (see apply_updates)."""
+    (outcome,) = await apply_updates(deps, session, [(task_id, change, source)])
+    return outcome
 
-    In the same transaction: the task's history, and, at a terminal state, the webhook to
-    send (the outbox), so a crash can lose neither.
+
+async def apply_updates(deps: Deps, session: AsyncSession, updates: Sequence[tuple[str, Update, str]]) -> list[Outcome]:
+    """Record what providers said about tasks, in order. Idempotent, monotonic, first terminal wins.
+
+    The tasks are read locked (FOR UPDATE on PostgreSQL; on SQLite a write from a stale read
+    fails the transaction instead), so each decision holds until commit. In the same
+    transaction: each task's history, and at a terminal state the webhook to send (the outbox)
+    and the copies to make, so a crash can lose none of them. Whatever the number of updates,
+    this is one query and, at commit, one statement per table.
     """
     now = deps.clock()
-    task = await queries.advance_task(session, task_id, change, now)
-    if task is not None:
+    tasks = await queries.lock_tasks(session, {task_id for task_id, _, _ in updates})
+    return [_apply(deps, session, tasks.get(task_id), change, source, now) for task_id, change, source in updates]
+
+
+def _apply(deps: Deps, session: AsyncSession, task: Task | None, change: Update, source: str, now: datetime) -> Outcome:
+    if task is None:
+        return Outcome.UNKNOWN_TASK
+    if State(task.state) in states_before(change.state):
+        queries.advance(task, change, now)
         queries.add_event(session, task, now, source, change.state, Outcome.APPLIED, **_event_detail(change))
         if change.state is State.SUCCESS:
             copies.enqueue(session, task, now)
         if change.state.terminal and task.webhook_url:
             webhooks.enqueue(session, task, now, deps.settings.webhook_retry_for_s)
-        queries.mark_changed(session, [task_id])
+        queries.mark_changed(session, [task.id])
         return Outcome.APPLIED
-    task = await queries.get_task(session, task_id)
-    if task is None:
-        return Outcome.UNKNOWN_TASK
     if _conflicts(task, change):
-        log.warning("task %s is %s; ignoring a later %s from %s", task_id, task.state, change.state, source)
+        log.warning("task %s is %s; ignoring a later %s from %s", task.id, task.state, change.state, source)
         queries.add_event(session, task, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
         return Outcome.CONFLICT
     return Outcome.DUPLICATE

@@ -40,7 +40,7 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
     lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         tasks = await queries.claim(session, Task.next_check_at, now, lease_until, limit)
     gate = asyncio.Semaphore(CONCURRENCY)
 

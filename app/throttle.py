@@ -36,7 +36,7 @@ async def take_slot(deps: Deps, provider: str) -> Slot:
         return Slot()
     count, window = limit
     now = deps.clock()
-    async with deps.sessions.begin() as session:
+    async with deps.write() as session:
         await _lock_window(session, provider, now - window)
         stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider).order_by(UpstreamSend.at.desc())
         recent = list((await session.execute(stmt.limit(count))).scalars())
@@ -52,7 +52,7 @@ async def mark_sent(deps: Deps, slot: Slot) -> None:
     """Restamp the create with the moment its call returned: the provider counted it at
     arrival, which is no later than that, so the next window can never overlap it."""
     if slot.id is not None:
-        async with deps.sessions.begin() as session:
+        async with deps.write() as session:
             await session.execute(update(UpstreamSend).where(UpstreamSend.id == slot.id).values(at=deps.clock()))
 
 

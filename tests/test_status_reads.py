@@ -163,7 +163,7 @@ async def test_the_sqlite_reader_decodes_rows_as_the_orm_does(engine, sessions, 
                     **common,
                     **times,
                 ),
-                Task(id="waiting", state="generating", **common, **times),
+                Task(id="waiting", state="processing", **common, **times),
                 Task(
                     id="failed",
                     state="fail",
@@ -222,10 +222,10 @@ async def test_a_change_made_outside_the_gateway_shows_within_a_second(
     for _ in range(3):
         assert (await read_status(client, task_id))["state"] == "pending"
     async with sessions.begin() as session:
-        await session.execute(update(Task).where(Task.id == task_id).values(state="generating"))
+        await session.execute(update(Task).where(Task.id == task_id).values(state="processing"))
     changed_at = time.monotonic()
-    status = await wait_until(lambda: read_status(client, task_id), lambda s: s["state"] == "generating", timeout=3)
-    assert status["state"] == "generating" and time.monotonic() - changed_at < 1.0
+    status = await wait_until(lambda: read_status(client, task_id), lambda s: s["state"] == "processing", timeout=3)
+    assert status["state"] == "processing" and time.monotonic() - changed_at < 1.0
 
 
 async def test_a_callback_on_one_replica_shows_on_another_within_a_second(

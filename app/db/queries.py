@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db.models import ApiKey, IdempotencyKey, Task, TaskEvent
-from app.domain import TERMINAL, State, Update, states_before
+from app.domain import TERMINAL, State, Update
 
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
 
@@ -33,30 +33,27 @@ async def get_task(session: AsyncSession, task_id: str, api_key_id: int | None =
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def advance_task(session: AsyncSession, task_id: str, change: Update, now: datetime) -> Task | None:
-    """Move a task forward to change.state if, and only if, that is a forward move; the moved task.
+async def lock_tasks(session: AsyncSession, task_ids: Iterable[str]) -> dict[str, Task]:
+    """The tasks, locked against other writers until commit (rows on PostgreSQL; SQLite has one writer)."""
+    # Ordered, so two transactions locking overlapping sets cannot deadlock; populate_existing,
+    # so a task this session loaded before is read afresh.
+    stmt = select(Task).where(Task.id.in_(sorted(task_ids))).order_by(Task.id).with_for_update()
+    stmt = stmt.execution_options(populate_existing=True)
+    return {task.id: task for task in (await session.execute(stmt)).scalars()}
 
-    One conditional UPDATE, so concurrent updates from callbacks and sweepers on any
-    replica cannot both win, and SQLite never has to upgrade a read lock to a write lock.
-    """
-    values: dict[str, Any] = {"state": change.state.value, "updated_at": now}
-    if change.upstream_id:
-        values["upstream_id"] = case((Task.upstream_id.is_(None), change.upstream_id), else_=Task.upstream_id)
+
+def advance(task: Task, change: Update, now: datetime) -> None:
+    """Move a locked task forward to change.state; the caller has checked that this is forward.
+    Written at commit, with every other task the transaction advanced, in one statement."""
+    task.state, task.updated_at = change.state.value, now
+    if change.upstream_id and task.upstream_id is None:
+        task.upstream_id = change.upstream_id
     if change.state.terminal:
-        values |= {
-            "image_urls": list(change.image_urls),
-            "fail_code": change.fail_code,
-            "fail_msg": change.fail_msg,
-            "cost_time_ms": change.cost_time_ms,
-            # A failed task is not charged unless the provider says otherwise.
-            "credits": change.credits if change.credits is not None or change.state is State.SUCCESS else 0.0,
-            "completed_at": now,
-            "next_check_at": None,
-        }
-    allowed = [s.value for s in states_before(change.state)]
-    stmt = update(Task).where(Task.id == task_id, Task.state.in_(allowed)).values(**values).returning(Task)
-    result = await session.execute(stmt.execution_options(synchronize_session=False))
-    return result.scalar_one_or_none()
+        task.image_urls = list(change.image_urls)
+        task.fail_code, task.fail_msg, task.cost_time_ms = change.fail_code, change.fail_msg, change.cost_time_ms
+        # A failed task is not charged unless the provider says otherwise.
+        task.credits = change.credits if change.credits is not None or change.state is State.SUCCESS else 0.0
+        task.completed_at, task.next_check_at = now, None
 
 
 async def record_submission(

@@ -1,0 +1,68 @@
+"""Group commit: concurrent small writes share one transaction and one commit.
+
+Each caller is answered only once the transaction holding its write has committed, so what
+it was told is durable. While one group commits, the next gathers. If a group fails, each
+of its writes is tried again on its own, so one bad write never costs the others theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+MAX_GROUP = 200
+
+
+class GroupCommit(Generic[Item, Result]):
+    """write_group(session, items) -> one result per item, in order, all in one transaction."""
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+        write_group: Callable[[AsyncSession, list[Item]], Awaitable[list[Result]]],
+    ) -> None:
+        self.transaction, self.write_group = transaction, write_group
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def run(self, item: Item) -> Result:
+        """item's result, once the transaction it was written in has committed."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._running is None:
+            self._running = asyncio.create_task(self._drain())
+        # Shielded: a caller that goes away must not cancel a group others are waiting on.
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                if not await self._commit(group):
+                    for one in group:
+                        await self._commit([one])
+        finally:
+            self._running = None
+
+    async def _commit(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> bool:
+        """Write and commit the group; False, with nobody answered, if it failed and can be split."""
+        try:
+            async with self.transaction() as session:
+                results = await self.write_group(session, [item for item, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                return False
+            _, future = group[0]
+            if not future.done():
+                future.set_exception(exc)
+            return True
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        return True
