@@ -37,7 +37,13 @@ def rate(value: float, unit: str = "req/s") -> str:
 
 
 def compared(
-    backend: str, scenario: str, pairs: list[tuple[Result, Result]], *, unit: str = "req/s", notes: Sequence[str] = ()
+    backend: str,
+    scenario: str,
+    pairs: list[tuple[Result, Result]],
+    *,
+    unit: str = "req/s",
+    notes: Sequence[str] = (),
+    target: str = "",
 ) -> Row:
     """A gateway-vs-bare row: medians over the runs; the ratio is the median of each run's own ratio."""
     gateway, bare = [g for g, _ in pairs], [b for _, b in pairs]
@@ -57,6 +63,7 @@ def compared(
         f"{median(g.rps / b.rps for g, b in pairs):.3f}",
         ms(median(g.p50_ms for g in gateway)),
         ms(median(g.p99_ms for g in gateway)),
+        target=target,
         notes="; ".join(notes),
         data={"imagehook": [vars(g) for g in gateway], "bare": [vars(b) for b in bare]},
     )
