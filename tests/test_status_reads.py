@@ -176,12 +176,13 @@ async def test_the_sqlite_reader_decodes_rows_as_the_orm_does(engine, sessions, 
             ]
         )
     assert isinstance(open_loader(engine).fetch, SqliteFetch)
-    direct = SqliteFetch(engine.url.database)
+    direct, through_engine = SqliteFetch(engine.url.database), EngineFetch(engine)
     try:
         ids = ["done", "waiting", "failed", "absent"]
-        assert sorted(await direct(ids)) == sorted(await EngineFetch(engine)(ids))
+        assert sorted(await direct(ids)) == sorted(await through_engine(ids))
     finally:
         await direct.close()
+        await through_engine.close()
 
 
 # --- freshness, end to end

@@ -7,6 +7,7 @@ never answered by a query that started before it, so it sees every commit made b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.models import Task
 
@@ -97,18 +98,30 @@ STATUS_BY_IDS = select(*(getattr(Task, name) for name in TaskStatus._fields)).wh
 
 
 class EngineFetch:
-    """Through the async engine: asyncpg needs no thread, so nothing is gained by going around it."""
+    """One connection kept for status reads, in autocommit: a read is one round trip, with no
+    pool checkout, ping, BEGIN or reset around it. asyncpg needs no thread."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._connection: AsyncConnection | None = None
 
     async def __call__(self, task_ids: list[str]) -> Sequence[TaskStatus]:
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(STATUS_BY_IDS, {"ids": task_ids})).all()
+        if self._connection is None:
+            connection = await self.engine.connect()
+            self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            rows = (await self._connection.execute(STATUS_BY_IDS, {"ids": task_ids})).all()
+        except Exception:
+            with contextlib.suppress(Exception):  # the connection may be what broke
+                await self.close()
+            self._connection = None  # the next batch starts on a fresh connection
+            raise
         return [TaskStatus(*row) for row in rows]
 
     async def close(self) -> None:
-        return None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
 
 class SqliteFetch:
