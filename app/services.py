@@ -248,19 +248,20 @@ def _event_detail(change: Update) -> dict[str, object]:
     }
 
 
-async def read_status(deps: Deps, api_key_id: int, task_id: str) -> bytes:
-    """The task's status object as JSON: from the status cache, else from the database."""
+async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
+    """The task's status object, as JSON: from the status cache, else from the database."""
     cached = deps.status_cache.get(task_id)
     if cached is None:
         epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
         row = await deps.loader.load(task_id)
         if row is None:
             raise NotFound("Task not found")
-        cached = CachedStatus(row.api_key_id, encode_json(status_body(row, deps.settings.public_base_url)))
+        body = encode_json(status_body(row, deps.settings.public_base_url))
+        cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
         deps.status_cache.put(task_id, cached, epoch)
     if cached.owner != api_key_id:
         raise NotFound("Task not found")  # the same answer as for no task at all
-    return cached.body
+    return cached
 
 
 def encode_json(content: object) -> bytes:
@@ -268,42 +269,35 @@ def encode_json(content: object) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-async def read_task(deps: Deps, api_key_id: int, task_id: str) -> Task:
-    async with deps.sessions() as session:
-        task = await queries.get_task(session, task_id, api_key_id)
-    if task is None:
-        raise NotFound("Task not found")
-    return task
-
-
-async def wait_for_task(deps: Deps, *, api_key_id: int, task_id: str, wait_s: float) -> Task:
-    """The task once terminal, or as it is after wait_s. Holds no connection while waiting."""
+async def wait_for_status(deps: Deps, *, api_key_id: int, task_id: str, wait_s: float) -> CachedStatus:
+    """The task's status once terminal, or as it is after wait_s. Holds no connection while
+    waiting, and each look is a status read: a thousand waiters cost what a thousand reads do."""
     deadline = asyncio.get_running_loop().time() + wait_s
     with deps.watch.watch(task_id) as changed:
         while True:
-            task = await read_task(deps, api_key_id, task_id)
+            status = await read_status(deps, api_key_id, task_id)
             remaining = deadline - asyncio.get_running_loop().time()
-            if State(task.state).terminal or remaining <= 0:
-                return task
+            if status.terminal or remaining <= 0:
+                return status
             await sleep_until_changed(changed, remaining)
 
 
 async def status_changes(
     deps: Deps, *, api_key_id: int, task_id: str, keepalive_s: float
-) -> AsyncIterator[Task | None]:
-    """Each new version of the task until it is terminal; None when keepalive_s passed quietly."""
+) -> AsyncIterator[CachedStatus | None]:
+    """Each new version of the task's status until it is terminal; None when keepalive_s passed quietly."""
     seen, quiet_since = None, asyncio.get_running_loop().time()
     with deps.watch.watch(task_id) as changed:
         while True:
-            task = await read_task(deps, api_key_id, task_id)
+            status = await read_status(deps, api_key_id, task_id)
             now = asyncio.get_running_loop().time()
-            if (task.state, task.updated_at) != seen:
-                seen, quiet_since = (task.state, task.updated_at), now
-                yield task
+            if status.body != seen:
+                seen, quiet_since = status.body, now
+                yield status
             elif now - quiet_since >= keepalive_s:
                 quiet_since = now
                 yield None
-            if State(task.state).terminal:
+            if status.terminal:
                 return
             await sleep_until_changed(changed, keepalive_s)
 

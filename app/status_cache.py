@@ -18,7 +18,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CachedStatus:
     owner: int  # api key id: the entry is only ever served to the task's owner
-    body: bytes
+    terminal: bool
+    body: bytes  # the status object as JSON
 
 
 class StatusCache:

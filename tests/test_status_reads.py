@@ -31,38 +31,38 @@ def enabled_cache(max_entries: int = 3) -> StatusCache:
 def test_cache_keeps_the_most_recently_used_entries_up_to_its_bound() -> None:
     cache = enabled_cache(max_entries=2)
     for task_id in ("a", "b"):
-        cache.put(task_id, CachedStatus(1, task_id.encode()), cache.epoch)
+        cache.put(task_id, CachedStatus(1, False, task_id.encode()), cache.epoch)
     assert cache.get("a") is not None  # "a" is now the most recent
-    cache.put("c", CachedStatus(1, b"c"), cache.epoch)
+    cache.put("c", CachedStatus(1, False, b"c"), cache.epoch)
     assert len(cache) == 2 and cache.get("b") is None
-    assert cache.get("a") == CachedStatus(1, b"a") and cache.get("c") == CachedStatus(1, b"c")
+    assert cache.get("a") == CachedStatus(1, False, b"a") and cache.get("c") == CachedStatus(1, False, b"c")
 
 
 def test_a_read_that_began_before_an_invalidation_is_not_stored() -> None:
     cache = enabled_cache()
     read_began = cache.epoch
     cache.invalidate("other-task")  # any change, committed while the read was in flight
-    cache.put("a", CachedStatus(1, b"old"), read_began)
+    cache.put("a", CachedStatus(1, False, b"old"), read_began)
     assert cache.get("a") is None
-    cache.put("a", CachedStatus(1, b"new"), cache.epoch)
-    assert cache.get("a") == CachedStatus(1, b"new")
+    cache.put("a", CachedStatus(1, False, b"new"), cache.epoch)
+    assert cache.get("a") == CachedStatus(1, False, b"new")
 
 
 def test_invalidation_drops_the_entry_and_a_disabled_cache_stores_nothing() -> None:
     cache = enabled_cache()
-    cache.put("a", CachedStatus(1, b"a"), cache.epoch)
+    cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
     cache.invalidate("a")
     assert cache.get("a") is None
-    cache.put("a", CachedStatus(1, b"a"), cache.epoch)
+    cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
     cache.enable(False)  # changes elsewhere can no longer be heard
     assert cache.get("a") is None
-    cache.put("a", CachedStatus(1, b"a"), cache.epoch)
+    cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
     assert len(cache) == 0
 
 
 def test_a_zero_size_cache_stores_nothing() -> None:
     cache = enabled_cache(max_entries=0)
-    cache.put("a", CachedStatus(1, b"a"), cache.epoch)
+    cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
     assert len(cache) == 0
 
 

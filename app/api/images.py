@@ -66,10 +66,8 @@ async def generate(request: Request) -> JSONResponse:
     task_id = await services.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
     if wait is None:
         return JSONResponse({"taskId": task_id})
-    task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
-    return JSONResponse(
-        services.status_body(task, deps.settings.public_base_url), headers={"Preference-Applied": f"wait={wait}"}
-    )
+    status = await services.wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+    return Response(status.body, media_type="application/json", headers={"Preference-Applied": f"wait={wait}"})
 
 
 async def status(request: Request) -> JSONResponse:
@@ -80,9 +78,10 @@ async def status(request: Request) -> JSONResponse:
         raise BadRequest("taskId is required")
     wait = query_wait(request)
     if wait:
-        task = await services.wait_for_task(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
-        return JSONResponse(services.status_body(task, deps.settings.public_base_url))
-    return Response(await services.read_status(deps, owner, task_id), media_type="application/json")
+        status = await services.wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+    else:
+        status = await services.read_status(deps, owner, task_id)
+    return Response(status.body, media_type="application/json")
 
 
 routes = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -29,18 +28,18 @@ async def events_feed(request: Request) -> JSONResponse:
 async def task_events(request: Request) -> StreamingResponse:
     deps: Deps = request.state.deps
     owner, task_id = await owner_of(request), request.path_params["task_id"]
-    await services.read_task(deps, owner, task_id)  # 404 before the stream starts
+    await services.read_status(deps, owner, task_id)  # 404 before the stream starts
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(deps, owner, task_id), media_type="text/event-stream", headers=headers)
 
 
 async def _sse(deps: Deps, owner: int, task_id: str) -> AsyncIterator[str]:
     changes = services.status_changes(deps, api_key_id=owner, task_id=task_id, keepalive_s=KEEPALIVE_S)
-    async for task in changes:
-        if task is None:
+    async for status in changes:
+        if status is None:
             yield ": keepalive\n\n"
         else:
-            yield f"event: status\ndata: {json.dumps(services.status_body(task, deps.settings.public_base_url))}\n\n"
+            yield f"event: status\ndata: {status.body.decode()}\n\n"
 
 
 routes = [

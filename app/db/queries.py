@@ -26,13 +26,6 @@ async def get_idempotency_key(session: AsyncSession, api_key_id: int, key: str) 
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def get_task(session: AsyncSession, task_id: str, api_key_id: int | None = None) -> Task | None:
-    stmt = select(Task).where(Task.id == task_id)
-    if api_key_id is not None:
-        stmt = stmt.where(Task.api_key_id == api_key_id)
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def lock_tasks(session: AsyncSession, task_ids: Iterable[str]) -> dict[str, Task]:
     """The tasks, locked against other writers until commit (rows on PostgreSQL; SQLite has one writer)."""
     # Ordered, so two transactions locking overlapping sets cannot deadlock; populate_existing,
