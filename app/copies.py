@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import select, update
@@ -52,12 +53,12 @@ class Copied:
     content_type: str
 
 
-def enqueue(session: AsyncSession, task: Task, now: datetime) -> None:
+def copy_rows(task: Task, now: datetime) -> list[dict[str, Any]]:
     """One row per result image, written with the success itself: a crash cannot lose the copy."""
-    for n, url in enumerate(task.image_urls):
-        session.add(
-            StoredFile(task_id=task.id, n=n, source_url=url, state="pending", next_attempt_at=now, created_at=now)
-        )
+    return [
+        {"task_id": task.id, "n": n, "source_url": url, "state": "pending", "next_attempt_at": now, "created_at": now}
+        for n, url in enumerate(task.image_urls)
+    ]
 
 
 def storage_key(task_id: str, n: int) -> str:

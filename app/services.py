@@ -14,7 +14,9 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import copies, limits, throttle, webhooks
 from app.db import queries
 from app.db.loader import TaskStatus
-from app.db.models import IdempotencyKey, Task
+from app.db.models import IdempotencyKey, StoredFile, Task, TaskEvent, WebhookDelivery
 from app.deps import Deps
 from app.domain import Backoff, State, Update, states_before
 from app.errors import Conflict, NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
@@ -201,28 +203,45 @@ async def apply_updates(deps: Deps, session: AsyncSession, updates: Sequence[tup
     fails the transaction instead), so each decision holds until commit. In the same
     transaction: each task's history, and at a terminal state the webhook to send (the outbox)
     and the copies to make, so a crash can lose none of them. Whatever the number of updates,
-    this is one query and, at commit, one statement per table.
+    this is one query to read and one statement per table to write.
     """
     now = deps.clock()
     tasks = await queries.lock_tasks(session, {task_id for task_id, _, _ in updates})
-    return [_apply(deps, session, tasks.get(task_id), change, source, now) for task_id, change, source in updates]
+    rows = NewRows()
+    outcomes = [_apply(deps, rows, tasks.get(task_id), change, source, now) for task_id, change, source in updates]
+    queries.mark_changed(session, rows.changed)
+    for table, table_rows in ((TaskEvent, rows.events), (StoredFile, rows.copies), (WebhookDelivery, rows.webhooks)):
+        await queries.insert_rows(session, table, table_rows)
+    return outcomes
 
 
-def _apply(deps: Deps, session: AsyncSession, task: Task | None, change: Update, source: str, now: datetime) -> Outcome:
+@dataclass
+class NewRows:
+    """What a batch of updates adds beside the tasks themselves, inserted a table at a time."""
+
+    changed: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    copies: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _apply(deps: Deps, rows: NewRows, task: Task | None, change: Update, source: str, now: datetime) -> Outcome:
     if task is None:
         return Outcome.UNKNOWN_TASK
     if State(task.state) in states_before(change.state):
         queries.advance(task, change, now)
-        queries.add_event(session, task, now, source, change.state, Outcome.APPLIED, **_event_detail(change))
+        rows.events.append(queries.event_row(task, now, source, change.state, Outcome.APPLIED, **_event_detail(change)))
         if change.state is State.SUCCESS:
-            copies.enqueue(session, task, now)
+            rows.copies.extend(copies.copy_rows(task, now))
         if change.state.terminal and task.webhook_url:
-            webhooks.enqueue(session, task, now, deps.settings.webhook_retry_for_s)
-        queries.mark_changed(session, [task.id])
+            rows.webhooks.append(webhooks.delivery_row(task, now, deps.settings.webhook_retry_for_s))
+        rows.changed.append(task.id)
         return Outcome.APPLIED
     if _conflicts(task, change):
         log.warning("task %s is %s; ignoring a later %s from %s", task.id, task.state, change.state, source)
-        queries.add_event(session, task, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
+        rows.events.append(
+            queries.event_row(task, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
+        )
         return Outcome.CONFLICT
     return Outcome.DUPLICATE
 

@@ -18,8 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.db.models import ApiKey, Task, WebhookDelivery
 from app.errors import BadRequest
 
@@ -27,24 +25,22 @@ ROTATION_OVERLAP = timedelta(days=1)
 EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
 
 
-def enqueue(session: AsyncSession, task: Task, now: datetime, retry_for_s: float) -> None:
-    """The payload is rendered at the first attempt (see deliveries.payload)."""
-    event_type = EVENT_TYPES[task.state]
-    session.add(
-        WebhookDelivery(
-            webhook_id="msg_" + secrets.token_urlsafe(18),
-            task_id=task.id,
-            api_key_id=task.api_key_id,
-            url=task.webhook_url,
-            event_type=event_type,
-            payload={},
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            give_up_at=now + timedelta(seconds=retry_for_s),
-            created_at=now,
-        )
-    )
+def delivery_row(task: Task, now: datetime, retry_for_s: float) -> dict[str, Any]:
+    """The outbox row of a finished task's webhook; its payload is rendered at the first attempt
+    (see deliveries.payload)."""
+    return {
+        "webhook_id": "msg_" + secrets.token_urlsafe(18),
+        "task_id": task.id,
+        "api_key_id": task.api_key_id,
+        "url": task.webhook_url,
+        "event_type": EVENT_TYPES[task.state],
+        "payload": {},
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "give_up_at": now + timedelta(seconds=retry_for_s),
+        "created_at": now,
+    }
 
 
 def signing_secrets(key: ApiKey, now: datetime) -> list[str]:

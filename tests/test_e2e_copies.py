@@ -333,7 +333,7 @@ async def test_concurrent_copies_of_one_task_keep_every_index(
     task.image_urls, task.stored_images, task.created_at, task.updated_at = urls, [], now, now
     async with sessions.begin() as session:
         session.add(task)
-        copies.enqueue(session, task, now)
+        session.add_all(StoredFile(**row) for row in copies.copy_rows(task, now))
     async with open_deps(gateway_settings(database_url, "http://127.0.0.1:9")) as deps:
         assert await copy_due(deps) == {"copy_stored": 8}
     assert (await load_task(sessions, "ih_many")).stored_images == list(range(8))

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db.models import ApiKey, IdempotencyKey, Task, TaskEvent
+from app.db.models import ApiKey, Base, IdempotencyKey, Task, TaskEvent
 from app.domain import TERMINAL, State, Update
 
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
@@ -106,18 +106,26 @@ async def claim(
 def add_event(
     session: AsyncSession, task: Task, now: datetime, source: str, state: State, outcome: str, **detail: Any
 ) -> None:
+    session.add(TaskEvent(**event_row(task, now, source, state, outcome, **detail)))
+
+
+def event_row(task: Task, now: datetime, source: str, state: State, outcome: str, **detail: Any) -> dict[str, Any]:
     detail = {key: value for key, value in detail.items() if value not in (None, (), [])}
-    session.add(
-        TaskEvent(
-            task_id=task.id,
-            api_key_id=task.api_key_id,
-            at=now,
-            source=source,
-            to_state=state.value,
-            outcome=outcome,
-            detail=detail,
-        )
-    )
+    return {
+        "task_id": task.id,
+        "api_key_id": task.api_key_id,
+        "at": now,
+        "source": source,
+        "to_state": state.value,
+        "outcome": outcome,
+        "detail": detail,
+    }
+
+
+async def insert_rows(session: AsyncSession, table: type[Base], rows: list[dict[str, Any]]) -> None:
+    """One executemany, with no ids fetched back: a single statement however many rows."""
+    if rows:
+        await session.execute(insert(table), rows)
 
 
 def mark_changed(session: AsyncSession, task_ids: Sequence[str]) -> None:
