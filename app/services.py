@@ -229,21 +229,20 @@ def _apply(deps: Deps, rows: NewRows, task: Task | None, change: Update, source:
     if task is None:
         return Outcome.UNKNOWN_TASK
     if State(task.state) in states_before(change.state):
+        outcome = Outcome.APPLIED
         queries.advance(task, change, now)
-        rows.events.append(queries.event_row(task, now, source, change.state, Outcome.APPLIED, **_event_detail(change)))
         if change.state is State.SUCCESS:
             rows.copies.extend(copies.copy_rows(task, now))
         if change.state.terminal and task.webhook_url:
             rows.webhooks.append(webhooks.delivery_row(task, now, deps.settings.webhook_retry_for_s))
         rows.changed.append(task.id)
-        return Outcome.APPLIED
-    if _conflicts(task, change):
+    elif _conflicts(task, change):
+        outcome = Outcome.CONFLICT
         log.warning("task %s is %s; ignoring a later %s from %s", task.id, task.state, change.state, source)
-        rows.events.append(
-            queries.event_row(task, now, source, change.state, Outcome.CONFLICT, **_event_detail(change))
-        )
-        return Outcome.CONFLICT
-    return Outcome.DUPLICATE
+    else:
+        return Outcome.DUPLICATE
+    rows.events.append(queries.event_row(task, now, source, change.state, outcome, **_event_detail(change)))
+    return outcome
 
 
 async def update_task(deps: Deps, task_id: str, change: Update, source: str) -> Outcome:
