@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -61,47 +61,48 @@ async def listen_postgres(database_url: str, on_change: Callable[[str], None], c
     """Relay NOTIFYs from every replica to on_change, reconnecting forever. The status cache
     is on only while they are heard: a NOTIFY lost with the connection is a change missed."""
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    while True:
+
+    async def listen() -> None:
+        connection = await asyncpg.connect(dsn)
         try:
-            connection = await asyncpg.connect(dsn)
-            try:
-                await connection.add_listener(CHANNEL, lambda _c, _pid, _ch, task_id: on_change(task_id))
-                cache.enable(True)
-                while not connection.is_closed():
-                    await asyncio.sleep(1)
-            finally:
-                cache.enable(False)
-                await connection.close()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the re-check fallback covers the gap; keep trying
-            log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
-            await asyncio.sleep(2)
+            await connection.add_listener(CHANNEL, lambda _c, _pid, _ch, task_id: on_change(task_id))
+            cache.enable(True)
+            while not connection.is_closed():
+                await asyncio.sleep(1)
+        finally:
+            await connection.close()
+
+    await _keep_following("LISTEN connection", listen, cache, retry_s=2)
 
 
 async def watch_sqlite(engine: AsyncEngine, cache: StatusCache) -> None:
     """Empty the status cache whenever anything commits to the database file: another process
     (a separate sweeper, purge, an operator) cannot tell this one which tasks it changed."""
+
+    async def follow_data_version() -> None:
+        async with engine.connect() as connection:
+            seen = None
+            while True:
+                # Changes when any other connection, in any process, has committed since the last call.
+                version = (await connection.exec_driver_sql("PRAGMA data_version")).scalar()
+                await connection.rollback()
+                if version != seen:
+                    cache.enable(True)  # empties it, and the first time turns it on
+                    seen = version
+                await asyncio.sleep(FRESHNESS_POLL_S)
+
+    await _keep_following("watching SQLite for changes", follow_data_version, cache, retry_s=1)
+
+
+async def _keep_following(what: str, follow: Callable[[], Awaitable[None]], cache: StatusCache, retry_s: float) -> None:
+    """Run follow() forever, again after each end or failure. From then until follow() turns it
+    back on, the status cache is off: changes made meanwhile went unheard. Waiters are covered
+    by their re-check (RECHECK_S) all along."""
     while True:
         try:
-            await _follow_data_version(engine, cache)
-        except asyncio.CancelledError:
-            raise
+            await follow()
         except Exception as exc:
-            log.warning("watching SQLite for changes failed (%s); retrying", type(exc).__name__)
+            log.warning("%s failed (%s); retrying", what, type(exc).__name__)
         finally:
             cache.enable(False)
-        await asyncio.sleep(1)
-
-
-async def _follow_data_version(engine: AsyncEngine, cache: StatusCache) -> None:
-    async with engine.connect() as connection:
-        seen = None
-        while True:
-            # Changes when any other connection, in any process, has committed since the last call.
-            version = (await connection.exec_driver_sql("PRAGMA data_version")).scalar()
-            await connection.rollback()
-            if version != seen:
-                cache.enable(True)  # empties it, and the first time turns it on
-                seen = version
-            await asyncio.sleep(FRESHNESS_POLL_S)
+        await asyncio.sleep(retry_s)
