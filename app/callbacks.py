@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,11 +26,13 @@ from app.providers import Provider, kie_signature
 from app.providers.kie import CALLBACK_READERS
 from app.providers.kie_market import callback_task_id
 from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api
-from app.services import apply_updates, callback_token
+from app.services import Outcome, apply_updates, callback_token
+from app.untrusted import clean_text, load_json, scrub
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_WINDOW_S = 300
+TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits; anything longer is no time at all
 ROUTE_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
 KEPT_HEADERS = ("content-type", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
 
@@ -46,6 +48,8 @@ REJECTED_TOKEN = Verdict(401, "rejected:token", "Invalid callback credentials")
 REJECTED_SIGNATURE = Verdict(401, "rejected:signature", "Invalid callback signature")
 REJECTED_TIMESTAMP = Verdict(401, "rejected:timestamp", "Callback timestamp outside the allowed window")
 MALFORMED = Verdict(400, "rejected:malformed", "Malformed callback body")
+# Signed by the provider perhaps, but about another upstream task than the one this URL is for.
+REJECTED_UPSTREAM_ID = Verdict(409, "rejected:upstream-id", "Callback names a different upstream task than this task's")
 # Kie could not confirm it just now: answered 200, and the sweeper asks Kie at once instead.
 UNCONFIRMED = Verdict(200, "unconfirmed")
 
@@ -63,8 +67,8 @@ async def receive_callback(
         "task_id": task_id[:40],
         "provider": route,
         "received_at": deps.clock(),
-        "headers": {name: headers[name] for name in KEPT_HEADERS if name in headers},
-        "body": raw.decode("utf-8", errors="replace"),
+        "headers": {name: clean_text(headers[name], 500) for name in KEPT_HEADERS if name in headers},
+        "body": clean_text(raw.decode("utf-8", errors="replace")),
     }
     # Answered only once committed; callbacks arriving together share the transaction.
     received = Received(task_id, verdict, change, inbox)
@@ -90,7 +94,8 @@ async def record_callbacks(deps: Deps, session: AsyncSession, group: list[Receiv
     for item in group:
         verdict = item.verdict
         if item.change is not None:
-            verdict = Verdict(200, next(outcomes).value)
+            outcome = next(outcomes)
+            verdict = REJECTED_UPSTREAM_ID if outcome is Outcome.MISMATCH else Verdict(200, outcome.value)
         elif verdict is UNCONFIRMED:
             await queries.reschedule(session, item.task_id, deps.clock())
         verdicts.append(verdict)
@@ -106,7 +111,8 @@ def _verify_and_read(
     if not hmac.compare_digest(expected.encode(), token.encode()):
         return REJECTED_TOKEN, None
     try:
-        body = json.loads(raw)
+        # Cleaned, not refused: a provider would only send the same body again.
+        body = scrub(load_json(raw))
     except ValueError:
         return MALFORMED, None
     hmac_key = deps.settings.kieai_webhook_hmac_key
@@ -126,12 +132,11 @@ def _check_signature(key: str, body: object, headers: Mapping[str, str], now: fl
     signature = headers.get("x-webhook-signature", "")
     try:
         upstream_id = callback_task_id(body)
-        age = abs(now - int(timestamp))
     except ValueError:
         return REJECTED_SIGNATURE
-    if not kie_signature.is_valid(key, upstream_id, timestamp, signature):
+    if not kie_signature.is_valid(key, upstream_id, timestamp[:100], signature[:100]):
         return REJECTED_SIGNATURE
-    if age > SIGNATURE_WINDOW_S:
+    if not TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > SIGNATURE_WINDOW_S:
         return REJECTED_TIMESTAMP
     return None
 

@@ -11,11 +11,14 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
+from app import query
 from app.db.models import Task, TaskEvent, WebhookDelivery
 from app.deps import Deps
 from app.domain import State
 from app.errors import BadRequest
+from app.providers.models import MODELS
 from app.services import status_body
+from app.untrusted import load_json
 
 # On PostgreSQL, ids are handed out at insert but become visible at commit, so a later id can
 # appear before an earlier one. The feed shows only events older than this, by which time
@@ -26,9 +29,10 @@ FEED_SETTLE_S = 2.0
 def page_size(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    size = query.integer(raw, 1, maximum)
+    if size is None:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}")
-    return int(raw)
+    return size
 
 
 def encode_cursor(task: Task) -> str:
@@ -36,21 +40,14 @@ def encode_cursor(task: Task) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a page ended at; anything but a cursor this service made is a 400."""
     try:
-        created_at, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), str(task_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise BadRequest("cursor is invalid") from None
-
-
-def parse_time(name: str, raw: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 date-time") from None
-    if value.tzinfo is None:
-        raise BadRequest(f"{name} must include a time zone, e.g. 2026-01-01T00:00:00Z")
-    return value
+        created_at, task_id = load_json(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(created_at, str) and isinstance(task_id, str) and query.is_task_id(task_id):
+            return query.timestamp("cursor", created_at), task_id
+    except (ValueError, TypeError, BadRequest, binascii.Error):
+        pass
+    raise BadRequest("cursor is invalid")
 
 
 async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
@@ -62,9 +59,11 @@ async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dic
             raise BadRequest(f"state must be one of: {', '.join(State)}")
         stmt = stmt.where(Task.state == state)
     if model := params.get("model"):
+        if model not in MODELS:
+            raise BadRequest(f"Unknown model '{model}'; GET /api/images/models lists the supported models")
         stmt = stmt.where(Task.model == model)
     if created_after := params.get("createdAfter"):
-        stmt = stmt.where(Task.created_at > parse_time("createdAfter", created_after))
+        stmt = stmt.where(Task.created_at > query.timestamp("createdAfter", created_after))
     if cursor := params.get("cursor"):
         at, task_id = decode_cursor(cursor)
         stmt = stmt.where(or_(Task.created_at < at, and_(Task.created_at == at, Task.id < task_id)))
@@ -81,15 +80,15 @@ async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dic
 
 async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
     """The client's state changes in order, after an event id: the catch-up path for missed webhooks."""
-    raw_after = params.get("after", "0")
-    if not raw_after.isdigit():
-        raise BadRequest("after must be an event id (a non-negative integer)")
+    after = query.integer(params.get("after", "0"))
+    if after is None:
+        raise BadRequest(f"after must be an event id (an integer from 0 to {query.MAX_ID})")
     limit = page_size(params.get("limit"), 100, 500)
     stmt = (
         select(TaskEvent)
         .where(
             TaskEvent.api_key_id == api_key_id,
-            TaskEvent.id > int(raw_after),
+            TaskEvent.id > after,
             TaskEvent.outcome.in_(("created", "applied")),
         )
         .order_by(TaskEvent.id)
@@ -101,7 +100,7 @@ async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str,
         events = list((await session.execute(stmt)).scalars())
     return {
         "events": [event_body(event) for event in events],
-        "nextCursor": str(events[-1].id) if events else raw_after,
+        "nextCursor": str(events[-1].id if events else after),
     }
 
 
@@ -115,7 +114,7 @@ async def list_deliveries(deps: Deps, api_key_id: int, params: dict[str, str]) -
     limit = page_size(params.get("limit"), 50, 200)
     stmt = select(WebhookDelivery).where(WebhookDelivery.api_key_id == api_key_id)
     if task_id := params.get("taskId"):
-        stmt = stmt.where(WebhookDelivery.task_id == task_id)
+        stmt = stmt.where(WebhookDelivery.task_id == query.task_id(task_id))
     stmt = stmt.order_by(WebhookDelivery.id.desc()).limit(limit)
     async with deps.sessions() as session:
         deliveries = list((await session.execute(stmt.options(selectinload(WebhookDelivery.attempt_log)))).scalars())

@@ -56,6 +56,15 @@ class Settings:
     copy_timeout_s: float = 60.0
     # Serialized status bodies kept in each process (about 1 KB each); 0 turns the cache off.
     status_cache_size: int = 20000
+    # Bounds on waiting for the database: connecting, one statement, a free pooled connection.
+    database_timeout_s: float = 5.0
+    # A client has this long to send its request headers, and then its body; slower ones are cut off.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    # Open connections per process, long-polls and event streams included.
+    max_connections: int = 4096
+    # Browser origins (scheme://host[:port]) besides the gateway's own that may use cookie auth.
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +99,11 @@ class Settings:
             fetch_allowed_hosts=_hosts(env, "FETCH_ALLOWED_HOSTS", cls.fetch_allowed_hosts),
             copy_timeout_s=_number(env, "COPY_TIMEOUT_S", cls.copy_timeout_s),
             status_cache_size=_integer(env, "STATUS_CACHE_SIZE", cls.status_cache_size),
+            database_timeout_s=_number(env, "DATABASE_TIMEOUT_S", cls.database_timeout_s),
+            header_timeout_s=_number(env, "HEADER_TIMEOUT_S", cls.header_timeout_s),
+            body_timeout_s=_number(env, "BODY_TIMEOUT_S", cls.body_timeout_s),
+            max_connections=_integer(env, "MAX_CONNECTIONS", cls.max_connections),
+            allowed_origins=_origins(env, "ALLOWED_ORIGINS"),
         )
 
 
@@ -118,6 +132,11 @@ def _hosts(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     if raw is None or raw.strip() == "":
         return default
     return tuple(host.strip().lower() for host in raw.split(",") if host.strip())
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    return tuple(origin.strip().rstrip("/").lower() for origin in raw.split(",") if origin.strip())
 
 
 def _secret(env: Mapping[str, str], *, production: bool) -> str:

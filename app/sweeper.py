@@ -38,8 +38,10 @@ def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
 async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     """Claim due tasks and webhooks, and work each outside any transaction. Returns what was done."""
     now = deps.clock()
-    # A claim is a lease: if this sweeper dies mid-round, another one picks the task up.
-    lease_until = now + timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10)
+    # A claim is a lease: if this sweeper dies mid-round, another one picks the task up, but not
+    # before a create it may have sent could have been answered by its callback.
+    lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), services.unknown_outcome_hold(deps))
+    lease_until = now + lease
     async with deps.write() as session:
         tasks = await queries.claim(session, Task.next_check_at, now, lease_until, limit)
     gate = asyncio.Semaphore(CONCURRENCY)

@@ -11,7 +11,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.db.models import Task
 from app.deps import Deps
 from app.errors import BadRequest
-from app.listing import parse_time
+from app.query import timestamp
 
 GROUPS = ("model", "day", "key")
 
@@ -32,8 +32,8 @@ async def summarize(deps: Deps, params: dict[str, str], api_key_id: int | None) 
     if group_by not in GROUPS or (group_by == "key" and api_key_id is not None):
         raise BadRequest("groupBy must be model or day")
     now = deps.clock()
-    start = parse_time("from", params["from"]) if params.get("from") else now - timedelta(days=30)
-    end = parse_time("to", params["to"]) if params.get("to") else now
+    start = timestamp("from", params["from"]) if params.get("from") else now - timedelta(days=30)
+    end = timestamp("to", params["to"]) if params.get("to") else now
     group = _group_column(deps, group_by)
     stmt = (
         select(

@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.errors import BadRequest, PayloadTooLarge
+from app.untrusted import UntrustedInputError, load_json, unstorable
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off for sending too slowly: nobody reads the answer
+        raise BadRequest("Request body was not received completely") from None
     return b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    raw = await read_body(request, limit)
+    """The body as JSON whose every string can be stored and sent on; BadRequest says what is wrong."""
+    return parse_json(await read_body(request, limit), "Request body")
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
     try:
-        return json.loads(raw)
+        value = load_json(raw)
+    except UntrustedInputError as exc:
+        raise BadRequest(f"{what} is not acceptable: {exc}") from None
     except ValueError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    if problem := unstorable(value):
+        raise BadRequest(f"{what}: {problem}")
+    return value

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from app import copies
-from app.api.images import owner_of
+from app import copies, query
+from app.api.auth import owner_of
 from app.deps import Deps
 from app.errors import NotFound
 from app.storage import open_storage
@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 # A stored copy never changes under its URL, so clients and their caches may keep it for good;
 # private, because only the task's owner may read it.
 CACHE_CONTROL = "private, max-age=31536000, immutable"
+MAX_IMAGE_INDEX = 999  # far more images than any task has
 
 
 async def stored_file(request: Request) -> Response:
     deps: Deps = request.state.deps
     owner = await owner_of(request)
-    task_id, n = request.path_params["task_id"], request.path_params["n"]
-    copy = await copies.find_stored(deps, owner, task_id, n)
+    task_id, n = request.path_params["task_id"], query.integer(request.path_params["n"], high=MAX_IMAGE_INDEX)
+    copy = await copies.find_stored(deps, owner, task_id, n) if n is not None and query.is_task_id(task_id) else None
     if copy is None or copy.storage_key is None:  # unknown, another client's, or not copied yet: alike
         raise NotFound("File not found")
     headers = {"ETag": f'"{copy.sha256}"', "Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
@@ -59,4 +60,4 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-routes = [Route("/api/images/{task_id}/files/{n:int}", stored_file, methods=["GET"])]
+routes = [Route("/api/images/{task_id}/files/{n}", stored_file, methods=["GET"])]

@@ -8,28 +8,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app import services
+from app import query, services
+from app.api.auth import owner_of
 from app.api.body import read_json
 from app.deps import Deps
 from app.errors import BadRequest
-from app.keys import authenticate
 from app.validation import parse_generate
 
 MAX_WAIT_S = 60
-PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=([0-9]{1,6})")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-
-
-def presented_key(request: Request) -> str | None:
-    """`Authorization: Bearer <key>`, or the seed's `auth_token` cookie."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.cookies.get("auth_token")
-
-
-async def owner_of(request: Request) -> int:
-    return await authenticate(request.state.deps, presented_key(request))
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -76,6 +64,7 @@ async def status(request: Request) -> JSONResponse:
     task_id = request.query_params.get("taskId", "").strip()
     if not task_id:
         raise BadRequest("taskId is required")
+    query.task_id(task_id)
     wait = query_wait(request)
     if wait:
         status = await services.wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app import listing, services
-from app.api.images import owner_of
+from app import listing, query, services
+from app.api.auth import owner_of
 from app.deps import Deps
 
 KEEPALIVE_S = 15.0  # keeps proxies from closing a quiet stream
@@ -28,6 +28,7 @@ async def events_feed(request: Request) -> JSONResponse:
 async def task_events(request: Request) -> StreamingResponse:
     deps: Deps = request.state.deps
     owner, task_id = await owner_of(request), request.path_params["task_id"]
+    query.task_id(task_id)
     await services.read_status(deps, owner, task_id)  # 404 before the stream starts
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(deps, owner, task_id), media_type="text/event-stream", headers=headers)

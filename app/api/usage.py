@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app import usage
-from app.api.images import owner_of
+from app.api.auth import owner_of
 
 
 async def get_usage(request: Request) -> JSONResponse:

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import deliveries, listing
-from app.api.images import owner_of
+from app import deliveries, listing, query
+from app.api.auth import owner_of
 from app.errors import NotFound
 
 
@@ -19,11 +19,11 @@ async def list_deliveries(request: Request) -> JSONResponse:
 
 async def retry_delivery(request: Request) -> JSONResponse:
     owner = await owner_of(request)
-    raw_id = request.path_params["delivery_id"]
-    if not raw_id.isdigit():
+    delivery_id = query.integer(request.path_params["delivery_id"], low=1)
+    if delivery_id is None:  # no delivery has such an id
         raise NotFound("Delivery not found")
-    await deliveries.retry_now(request.state.deps, owner, int(raw_id))
-    return JSONResponse({"id": int(raw_id), "state": "pending"}, status_code=202)
+    await deliveries.retry_now(request.state.deps, owner, delivery_id)
+    return JSONResponse({"id": delivery_id, "state": "pending"}, status_code=202)
 
 
 routes = [

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.models import Task
@@ -73,16 +75,39 @@ class TaskLoader:
         try:
             rows = {row.id: row for row in await self.fetch(list(batch))}
         except Exception as exc:
-            # Every read of this batch fails alike; later batches start afresh.
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+            if len(batch) > 1 and not is_connectivity_error(exc):
+                # Something in one read broke the shared query: each read is asked on its own,
+                # so only the read that caused it fails.
+                for task_id, futures in batch.items():
+                    await self._answer({task_id: futures})
+                return
+            _settle(batch, exception=exc)  # the database itself failed: every read of this batch alike
             return
         for task_id, futures in batch.items():
-            for future in futures:
-                if not future.done():  # the client may have gone away
-                    future.set_result(rows.get(task_id))
+            _settle({task_id: futures}, result=rows.get(task_id))
+
+
+def _settle(
+    batch: dict[str, list[asyncio.Future[TaskStatus | None]]],
+    result: TaskStatus | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    for futures in batch.values():
+        for future in futures:
+            if future.done():  # the client may have gone away
+                continue
+            if exception is not None:
+                future.set_exception(exception)
+            else:
+                future.set_result(result)
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """The database could not be reached or did not answer, as opposed to refusing one query."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    connectivity = (OperationalError, InterfaceError, SATimeoutError, sqlite3.OperationalError, OSError, TimeoutError)
+    return isinstance(exc, connectivity)
 
 
 def open_loader(engine: AsyncEngine) -> TaskLoader:

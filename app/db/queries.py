@@ -51,8 +51,12 @@ def advance(task: Task, change: Update, now: datetime) -> None:
 
 async def record_submission(
     session: AsyncSession, task_id: str, upstream_id: str, now: datetime, next_check_at: datetime
-) -> None:
-    """Store the upstream id; a task an early callback already finished stays finished."""
+) -> tuple[str, State] | None:
+    """Store the upstream id; a task an early callback already finished stays finished. Returns the
+    other upstream id an early callback had bound the task to, if it named a different one, and the
+    state it left the task in."""
+    bound_stmt = select(Task.upstream_id, Task.state).where(Task.id == task_id).with_for_update()
+    bound, state = (await session.execute(bound_stmt)).one_or_none() or (None, None)
     stmt = (
         update(Task)
         .where(Task.id == task_id)
@@ -64,6 +68,7 @@ async def record_submission(
         )
     )
     await session.execute(stmt.execution_options(synchronize_session=False))
+    return (bound, State(state)) if bound not in (None, upstream_id) else None
 
 
 async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetime, **counters: int) -> None:

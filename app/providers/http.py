@@ -7,22 +7,33 @@ from typing import Any
 import httpx
 
 from app.errors import ProviderRejected, ProviderUnavailable
+from app.untrusted import load_json
 
 MAX_RETRY_AFTER_S = 3600.0
+
+
+# Failures after which the request surely never reached the provider.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 async def send(http: httpx.AsyncClient, label: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         return await http.request(method, url, **kwargs)
-    except httpx.TimeoutException:
-        raise ProviderUnavailable(f"{label} did not answer in time") from None
+    except httpx.TimeoutException as exc:
+        raise ProviderUnavailable(
+            f"{label} did not answer in time", maybe_created=not isinstance(exc, NOT_SENT)
+        ) from None
     except httpx.TransportError as exc:
-        raise ProviderUnavailable(f"{label} unreachable: {type(exc).__name__}") from None
+        maybe_created = not isinstance(exc, NOT_SENT)
+        raise ProviderUnavailable(f"{label} unreachable: {type(exc).__name__}", maybe_created=maybe_created) from None
+    except (ValueError, TypeError, httpx.InvalidURL) as exc:  # e.g. a body that cannot be encoded: never will be
+        raise ProviderRejected(f"request to {label} could not be built: {type(exc).__name__}") from None
 
 
 def json_or_none(response: httpx.Response) -> Any:
+    """The body as JSON, or None if it is not JSON (or is nested absurdly deep)."""
     try:
-        return response.json()
+        return load_json(response.content)
     except ValueError:
         return None
 

@@ -17,6 +17,7 @@ from app.errors import ProviderUnavailable
 from app.providers import kie_dedicated, kie_market
 from app.providers.http import json_or_none, refuse, send
 from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api, ModelSpec
+from app.untrusted import is_upstream_id
 
 LABEL = "Kie.ai"
 UPLOAD_PATH = "imagehook"
@@ -67,8 +68,8 @@ class KieClient:
         api = KIE_APIS[spec.api.name]
         data = await self._call("POST", self._base_url + api.create_path, json={**body, "callBackUrl": callback_url})
         task_id = (data.get("taskId") or data.get("task_id")) if isinstance(data, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise ProviderUnavailable("Kie.ai accepted the task but returned no taskId")
+        if not is_upstream_id(task_id):
+            raise ProviderUnavailable("Kie.ai accepted the task but returned no usable taskId")
         return task_id
 
     async def query(self, api: Api, upstream_id: str) -> Update:

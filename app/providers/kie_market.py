@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
 from app.domain import State, Update
+from app.untrusted import finite_number, is_upstream_id, load_json
 
+# Two weeks: no generation runs longer, so a larger costTime is nonsense, not a duration (and would not fit).
+MAX_COST_MS = 14 * 86400 * 1000
 KIE_STATES = {
     "waiting": State.PENDING,
     "queuing": State.PENDING,
@@ -30,8 +32,9 @@ def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
     state = KIE_STATES.get(str(data.get("state", "")).lower())
     if state is None:
         raise ValueError(f"unknown Kie state {data.get('state')!r}")
-    cost = data.get("costTime")
-    cost_ms = round(cost * cost_time_unit_ms) if isinstance(cost, int | float) and cost >= 0 else None
+    cost = finite_number(data.get("costTime"))
+    cost_ms = None if cost is None else cost * cost_time_unit_ms
+    cost_ms = round(cost_ms) if cost_ms is not None and 0 <= cost_ms <= MAX_COST_MS else None
     if state is State.SUCCESS:
         return Update(
             state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms, credits=_credits(data)
@@ -46,9 +49,9 @@ def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
 def _credits(data: dict[str, Any]) -> float | None:
     """Credits charged: `creditsConsumed` in current docs, `consumeCredits` in older ones."""
     for name in ("creditsConsumed", "consumeCredits"):
-        value = data.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
+        value = finite_number(data.get(name))
+        if value is not None and value >= 0:
+            return value
     return None
 
 
@@ -74,6 +77,8 @@ def callback_task_id(body: Any) -> str:
         body.get("taskId") if isinstance(body, dict) else None,
     ):
         if isinstance(candidate, str) and candidate:
+            if not is_upstream_id(candidate):
+                raise ValueError("callback body carries a malformed task id")
             return candidate
     raise ValueError("callback body carries no task id")
 
@@ -81,7 +86,7 @@ def callback_task_id(body: Any) -> str:
 def _result_urls(result_json: Any) -> tuple[str, ...]:
     if isinstance(result_json, str):
         try:
-            result_json = json.loads(result_json) if result_json else {}
+            result_json = load_json(result_json) if result_json else {}
         except ValueError:
             raise ValueError("resultJson is not valid JSON") from None
     urls = result_json.get("resultUrls") if isinstance(result_json, dict) else None

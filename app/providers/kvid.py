@@ -13,6 +13,7 @@ from app.domain import State, Update
 from app.errors import ProviderRejected, ProviderUnavailable
 from app.providers.http import json_or_none, refuse, send
 from app.providers.models import Api, ModelSpec
+from app.untrusted import finite_number, is_upstream_id
 
 LABEL = "kvid.ai"
 TRANSIENT_CODES = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -38,8 +39,8 @@ class KvidClient:
         kind = spec.name.removeprefix("kvid/")  # text-to-image | image-to-image
         data = await self._call("POST", f"/ai/generation/{kind}/generate-async", json=body)
         job_id = data.get("job_id") or data.get("jobId")
-        if not isinstance(job_id, str) or not job_id:
-            raise ProviderUnavailable("kvid.ai accepted the job but returned no job_id")
+        if not is_upstream_id(job_id):
+            raise ProviderUnavailable("kvid.ai accepted the job but returned no usable job_id")
         return job_id
 
     async def query(self, api: Api, upstream_id: str) -> Update:
@@ -84,9 +85,7 @@ def read_result(data: dict[str, Any]) -> Update:
     found = tuple(url for url in urls if isinstance(url, str) and url)
     if not found:
         raise ProviderUnavailable("kvid.ai reported a completed job without a result_url")
-    used = data.get("used_credit")
-    credits = float(used) if isinstance(used, int | float) and not isinstance(used, bool) else None
-    return Update(State.SUCCESS, image_urls=found, credits=credits)
+    return Update(State.SUCCESS, image_urls=found, credits=finite_number(data.get("used_credit")))
 
 
 def _error_message(body: Any, http_status: int) -> str:

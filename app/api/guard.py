@@ -1,0 +1,40 @@
+"""Refusing, before any route runs, requests whose URL or headers hold a NUL character.
+
+No route of this service takes one, PostgreSQL cannot store or even compare one, and a query
+that fails on one must never be shared with another client's reads (see app/db/loader.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class RefuseNul:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (where := _nul_in(scope)):
+            await _refuse(send, f"Request {where} contains a NUL character")
+            return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    query = scope["query_string"]
+    if b"\x00" in query or b"%00" in query:
+        return "query string"
+    if any(b"\x00" in value for _, value in scope["headers"]):
+        return "header"
+    return None
+
+
+async def _refuse(send: Send, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
