@@ -25,6 +25,7 @@ from app.errors import NotConfigured, NotFound, ProviderError
 from app.keys import NewKey, create_key, rotate_webhook_secret, set_limits
 from app.providers.kie import KieClient
 from app.purge import parse_age, purge
+from app.server import build_config
 from app.settings import Settings, SettingsError
 from app.sweeper import run_sweeper, sweep_once
 from app.usage import summarize
@@ -116,10 +117,9 @@ def configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def run_server(app: object, host: str, port: int) -> None:
-    # No access log: callback paths carry per-task secrets.
-    config = uvicorn.Config(app, host=host, port=port, http="httptools", access_log=False, lifespan="on")  # type: ignore[arg-type]
-    uvicorn.Server(config).run()
+def run_server(app: object, host: str, port: int, settings: Settings | None = None) -> None:
+    """Serve `app` until SIGINT/SIGTERM; without settings, with the default connection bounds."""
+    uvicorn.Server(build_config(app, host, port, settings or Settings())).run()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -132,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         settings = Settings.from_environ()
         if emulator is not None:
             asyncio.run(migrate_and_print_welcome(settings, args))
-        run_server(create_app(settings, run_sweeper_in_process=not args.no_sweeper), args.host, args.port)
+        run_server(create_app(settings, run_sweeper_in_process=not args.no_sweeper), args.host, args.port, settings)
     finally:
         if emulator is not None:
             emulator.terminate()

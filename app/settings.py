@@ -99,10 +99,10 @@ class Settings:
             fetch_allowed_hosts=_hosts(env, "FETCH_ALLOWED_HOSTS", cls.fetch_allowed_hosts),
             copy_timeout_s=_number(env, "COPY_TIMEOUT_S", cls.copy_timeout_s),
             status_cache_size=_integer(env, "STATUS_CACHE_SIZE", cls.status_cache_size),
-            database_timeout_s=_number(env, "DATABASE_TIMEOUT_S", cls.database_timeout_s),
-            header_timeout_s=_number(env, "HEADER_TIMEOUT_S", cls.header_timeout_s),
-            body_timeout_s=_number(env, "BODY_TIMEOUT_S", cls.body_timeout_s),
-            max_connections=_integer(env, "MAX_CONNECTIONS", cls.max_connections),
+            database_timeout_s=_positive(env, "DATABASE_TIMEOUT_S", cls.database_timeout_s),
+            header_timeout_s=_positive(env, "HEADER_TIMEOUT_S", cls.header_timeout_s),
+            body_timeout_s=_positive(env, "BODY_TIMEOUT_S", cls.body_timeout_s),
+            max_connections=int(_positive(env, "MAX_CONNECTIONS", cls.max_connections, whole=True)),
             allowed_origins=_origins(env, "ALLOWED_ORIGINS"),
         )
 
@@ -117,6 +117,14 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """A bound that 0 would turn into an outage: it must be above zero."""
+    value = _integer(env, name, int(default)) if whole else _number(env, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than 0, got {env[name]!r}")
     return value
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -12,11 +10,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
-from app.api.body import read_body
-from app.api.images import presented_key
+from app.api.auth import owner_of
+from app.api.body import parse_json, read_body
 from app.deps import Deps
 from app.errors import BadRequest
-from app.keys import authenticate
 from app.uploads import MAX_UPLOAD_BYTES, decode_base64, upload_image
 
 # Room for base64's third and the multipart or JSON framing around the image.
@@ -25,9 +22,9 @@ MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
 
 async def upload(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
-    await authenticate(deps, presented_key(request))
+    await owner_of(request)
     raw = await read_body(request, MAX_REQUEST_BYTES)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         content = await _multipart_file(request, raw)
     else:
         content = _json_file(raw)
@@ -40,19 +37,25 @@ async def _multipart_file(request: Request, raw: bytes) -> bytes:
 
     try:
         async with Request(request.scope, replay).form(max_files=1, max_fields=10) as form:  # closes temp files
-            file = form.get("file")
-            if not isinstance(file, UploadFile):
-                raise BadRequest("multipart field 'file' is required")
-            return await file.read()
+            return await _only_file(form.getlist("file"))
     except (MultiPartException, HTTPException) as exc:
         raise BadRequest(f"Malformed multipart body: {getattr(exc, 'detail', exc)}") from None
 
 
+async def _only_file(parts: list[UploadFile | str]) -> bytes:
+    if not parts:
+        raise BadRequest("multipart field 'file' is required")
+    if len(parts) > 1:
+        raise BadRequest("multipart field 'file' must appear once")
+    if not isinstance(parts[0], UploadFile):
+        raise BadRequest("multipart field 'file' must be a file (its part needs a filename), not a text value")
+    return await parts[0].read()
+
+
 def _json_file(raw: bytes) -> bytes:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("Send multipart/form-data with a 'file' field, or JSON {\"data\": base64}") from None
+    if not raw.lstrip().startswith(b"{"):
+        raise BadRequest("Send multipart/form-data with a 'file' field, or JSON {\"data\": base64}")
+    body = parse_json(raw, "Request body")
     if not isinstance(body, dict) or "data" not in body:
         raise BadRequest("JSON uploads need a 'data' field holding base64 or a data: URL")
     return decode_base64(body["data"])

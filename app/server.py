@@ -1,0 +1,133 @@
+"""How imagehook is served: the uvicorn configuration, and an HTTP protocol that bounds slow clients.
+
+uvicorn on its own only times out idle keep-alive connections, so a client that sends half a request
+and stops holds its connection forever. `BoundedHttpProtocol` gives each request `header_timeout_s` to
+deliver its headers and then `body_timeout_s` for its body, and keeps a server at `max_connections`:
+a newcomer at the cap displaces the connection that has waited longest for a request, so a flood of
+half-sent requests cannot lock real clients out. Once a request has fully arrived nothing is timed,
+so long-polls and event streams run as long as they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from starlette.responses import JSONResponse
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.settings import Settings
+
+
+def build_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    # One waiting list per server: servers sharing a process must not evict each other's connections.
+    protocol = functools.partial(BoundedHttpProtocol, settings=settings, waiting=WaitingConnections())
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        http=protocol,  # type: ignore[arg-type]
+        # No route speaks WebSocket, and an upgraded connection would leave these bounds behind.
+        ws="none",
+        # No access log: callback paths carry per-task secrets.
+        access_log=False,
+        lifespan="on",
+    )
+
+
+class WaitingConnections:
+    """One server's connections that are waiting for a request's headers, longest-waiting first."""
+
+    def __init__(self) -> None:
+        self._since: dict[BoundedHttpProtocol, None] = {}  # a dict keeps insertion order
+
+    def add(self, connection: BoundedHttpProtocol) -> None:
+        self._since.pop(connection, None)
+        self._since[connection] = None
+
+    def discard(self, connection: BoundedHttpProtocol) -> None:
+        self._since.pop(connection, None)
+
+    def oldest(self) -> BoundedHttpProtocol | None:
+        return next(iter(self._since), None)
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines on receiving a request and a cap on connections.
+
+    A connection is waiting from when it is made, or its last response is complete, until the next
+    request's headers are in; only waiting connections are evicted. One deadline runs at a time:
+    the headers' (from the connection or the request's first byte) and then the body's.
+    """
+
+    def __init__(self, *args: Any, settings: Settings, waiting: WaitingConnections, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings, self.waiting = settings, waiting
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.settings.max_connections and not self._evict_oldest_waiting():
+            # Every connection is busy with a request: this one gets a 503 once its headers are in.
+            self.app = JSONResponse({"error": "Too many connections"}, status_code=503, headers={"Connection": "close"})
+        self.waiting.add(self)
+        self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.deadline is None:  # a later request on a kept-alive connection
+            self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.waiting.discard(self)
+        self._set_deadline(self.settings.body_timeout_s, self.transport.close)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._clear_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.cycle.response_complete:  # not a pipelined request
+            self.waiting.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._clear_deadline()
+        self.waiting.discard(self)
+
+    def _evict_oldest_waiting(self) -> bool:
+        victim = self.waiting.oldest()
+        if victim is None:
+            return False
+        victim.waiting.discard(victim)
+        victim.connections.discard(victim)  # counted out now: its connection_lost comes later
+        victim.transport.close()
+        return True
+
+    def _headers_too_slow(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:  # nothing is being sent on this connection
+            error = f"Request headers not received within {self.settings.header_timeout_s:g} s"
+            self.transport.write(error_response(408, error))
+        self.transport.close()
+
+    def _set_deadline(self, seconds: float, expire: Callable[[], object]) -> None:
+        self._clear_deadline()
+        self.deadline = self.loop.call_later(seconds, expire)
+
+    def _clear_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+
+def error_response(status: int, error: str) -> bytes:
+    """A whole `{"error": ...}` response that closes the connection, written outside any request cycle."""
+    body = json.dumps({"error": error}).encode()
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    return STATUS_LINE[status] + head + body
