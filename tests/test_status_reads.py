@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from app.db.loader import EngineFetch, SqliteFetch, TaskLoader, TaskStatus, open_loader
 from app.db.models import Task
@@ -48,7 +49,7 @@ def test_a_read_that_began_before_an_invalidation_is_not_stored() -> None:
     assert cache.get("a") == CachedStatus(1, False, b"new")
 
 
-def test_invalidation_drops_the_entry_and_a_disabled_cache_stores_nothing() -> None:
+def test_invalidation_drops_the_entry_and_a_disabled_cache_serves_nothing() -> None:
     cache = enabled_cache()
     cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
     cache.invalidate("a")
@@ -57,7 +58,7 @@ def test_invalidation_drops_the_entry_and_a_disabled_cache_stores_nothing() -> N
     cache.enable(False)  # changes elsewhere can no longer be heard
     assert cache.get("a") is None
     cache.put("a", CachedStatus(1, False, b"a"), cache.epoch)
-    assert len(cache) == 0
+    assert cache.get("a") is None  # kept only as the last status known, for when the database is out
 
 
 def test_a_zero_size_cache_stores_nothing() -> None:
@@ -133,6 +134,38 @@ async def test_a_failed_query_fails_its_reads_and_the_next_reads_start_afresh() 
     fetch.fail = False
     row = await loader.load("a")
     assert row is not None and row.id == "a"
+
+
+class PoisonedFetch(CountingFetch):
+    """A query that one id breaks, as a value the database refuses would."""
+
+    async def __call__(self, task_ids: list[str]) -> list[TaskStatus]:
+        if "poison" in task_ids:
+            self.batches.append(task_ids)
+            raise ValueError("invalid input value")
+        return await super().__call__(task_ids)
+
+
+async def test_a_read_that_breaks_the_shared_query_fails_alone() -> None:
+    fetch = PoisonedFetch()
+    loader = TaskLoader(fetch)
+    ids = [f"t{i}" for i in range(20)]
+    results = await asyncio.gather(*(loader.load(task_id) for task_id in [*ids, "poison"]), return_exceptions=True)
+    assert [row.id for row in results[:-1]] == ids  # type: ignore[union-attr]
+    assert isinstance(results[-1], ValueError)
+
+
+async def test_when_the_database_is_unreachable_a_batch_fails_at_once_without_retrying_each_read() -> None:
+    class Unreachable(CountingFetch):
+        async def __call__(self, task_ids: list[str]) -> list[TaskStatus]:
+            self.batches.append(task_ids)
+            raise OperationalError("SELECT", {}, ConnectionRefusedError())
+
+    fetch = Unreachable()
+    loader = TaskLoader(fetch)
+    results = await asyncio.gather(*(loader.load(f"t{i}") for i in range(20)), return_exceptions=True)
+    assert all(isinstance(result, OperationalError) for result in results)
+    assert len(fetch.batches) == 1
 
 
 async def test_a_reader_that_goes_away_does_not_break_the_others() -> None:
