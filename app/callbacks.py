@@ -134,7 +134,7 @@ def _check_signature(key: str, body: object, headers: Mapping[str, str], now: fl
         upstream_id = callback_task_id(body)
     except ValueError:
         return REJECTED_SIGNATURE
-    if not kie_signature.is_valid(key, upstream_id, timestamp[:100], signature[:100]):
+    if not kie_signature.is_valid(key, upstream_id, timestamp, signature):
         return REJECTED_SIGNATURE
     if not TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > SIGNATURE_WINDOW_S:
         return REJECTED_TIMESTAMP

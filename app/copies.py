@@ -25,9 +25,11 @@ from app.db.models import StoredFile, Task
 from app.deps import Deps
 from app.domain import Backoff
 from app.errors import BadRequest
+from app.outbound import DestinationRefused
 from app.providers.http import retry_after
 from app.settings import Settings
 from app.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
+from app.untrusted import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
         raise CopyError(f"timed out after {settings.copy_timeout_s:g} s") from None
     except httpx.HTTPError as exc:  # network trouble, a cut-off or undecodable body: worth another try
         raise CopyError(f"{type(exc).__name__}: {exc}"[:500]) from None
-    except (StorageError, httpx.InvalidURL) as exc:  # too large, or a URL or key that can never work
+    except (StorageError, httpx.InvalidURL, DestinationRefused) as exc:  # too large; a URL, key or address never works
         raise CopyError(str(exc)[:500], permanent=True) from None
     assert body.media_type is not None  # put() consumed the stream, which checked it
     return Copied(stored, body.media_type)
@@ -122,12 +124,14 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
 
 async def open_image(deps: Deps, url: str) -> httpx.Response:
     """GET url as a stream. Redirects are followed by hand, so that every hop is checked against
-    the allowlist: no URL a provider hands us can make imagehook fetch from anywhere else."""
-    request = deps.http.build_request("GET", url, timeout=deps.settings.copy_timeout_s)
+    the allowlist: no URL a provider hands us can make imagehook fetch from anywhere else. The client
+    checks each address it connects to as well (app/outbound.py)."""
+    http = deps.outbound.copies
+    request = http.build_request("GET", url, timeout=deps.settings.copy_timeout_s)
     for _ in range(MAX_REDIRECTS + 1):
         if not host_allowed(request.url, deps.settings.fetch_allowed_hosts):
             raise CopyError("host not allowed", permanent=True)
-        response = await deps.http.send(request, stream=True)
+        response = await http.send(request, stream=True)
         if response.next_request is None:
             return response
         await response.aclose()
@@ -232,7 +236,8 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
 
 async def record_failure(deps: Deps, row: StoredFile, error: CopyError) -> str:
     state, next_attempt = next_step(row, error, deps.clock())
-    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": next_attempt, "error": error.message}
+    message = clean_text(error.message, 500)  # it may quote what a remote server sent
+    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": next_attempt, "error": message}
     async with deps.write() as session:
         await settle(session, row, values)
     if state == "failed":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,10 +17,14 @@ from app.db import queries
 from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps
 from app.domain import Backoff
-from app.errors import BadRequest, NotFound
+from app.errors import NotFound
+from app.outbound import DestinationRefused
 from app.providers.http import retry_after
 from app.services import status_body
-from app.webhooks import check_destination, signed_request, signing_secrets
+from app.untrusted import clean_text
+from app.webhooks import signed_request, signing_secrets
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20
 KEPT_RESPONSE_CHARS = 2048  # enough to debug a receiver, never a way to fill our disk
@@ -59,26 +64,40 @@ def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[st
 
 
 async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> str:
+    if deps.clock() >= delivery.give_up_at:  # e.g. a lease that ran out after the last allowed attempt
+        await settle(deps, delivery, "failed", None, "retry window ended")
+        return "failed"
     started = time.monotonic()
     result = await attempt(deps, delivery, key, body)
     duration_ms = round((time.monotonic() - started) * 1000)
+    try:
+        async with deps.write() as session:
+            return await record(deps, session, delivery, body, result, duration_ms)
+    except Exception:
+        # The attempt happened: settle it anyway, or the receiver would get it again at every lease.
+        log.exception("recording webhook attempt of delivery %s failed", delivery.id)
+        state, next_attempt = next_step(deps, delivery, result, deps.clock())
+        await settle(deps, delivery, state, next_attempt, "the attempt could not be recorded")
+        return state
+
+
+async def settle(deps: Deps, delivery: WebhookDelivery, state: str, next_attempt: datetime | None, error: str) -> None:
+    """Move a delivery on without an attempt row."""
+    values = {"state": state, "next_attempt_at": next_attempt, "attempts": delivery.attempts + 1, "last_error": error}
     async with deps.write() as session:
-        return await record(deps, session, delivery, body, result, duration_ms)
+        await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
 
 
 async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> Result:
-    try:
-        await check_destination(delivery.url, deps.settings.webhook_allow_private)
-    except BadRequest as exc:
-        return Result(error=exc.message, permanent=True)
     content, headers = signed_request(delivery, body, signing_secrets(key, deps.clock()))
     try:
-        response = await deps.http.post(
+        response = await deps.outbound.webhooks.post(
             delivery.url, content=content, headers=headers, timeout=deps.settings.webhook_timeout_s
         )
     except httpx.HTTPError as exc:
         return Result(error=f"{type(exc).__name__}: {exc}"[:500])
-    except (httpx.InvalidURL, ValueError) as exc:  # a URL that can never be sent (e.g. a bad IDNA host)
+    except (DestinationRefused, httpx.InvalidURL, ValueError) as exc:
+        # Never sendable: a bad IDNA host, say, or an address the policy refuses (checked as it connects).
         return Result(error=f"{type(exc).__name__}: {exc}"[:500], permanent=True)
     return Result(response.status_code, None, response.text[:KEPT_RESPONSE_CHARS], retry_after(response))
 
@@ -92,8 +111,9 @@ async def record(
             delivery_id=delivery.id,
             at=now,
             status_code=result.status_code,
-            error=result.error,
-            response_body=result.response_body,
+            # A receiver's answer is kept whatever it holds; a NUL in it must not lose the attempt.
+            error=None if result.error is None else clean_text(result.error),
+            response_body=None if result.response_body is None else clean_text(result.response_body),
             duration_ms=duration_ms,
         )
     )
@@ -104,7 +124,7 @@ async def record(
         "attempts": delivery.attempts + 1,
         "next_attempt_at": next_attempt,
         "last_status": result.status_code,
-        "last_error": result.error,
+        "last_error": None if result.error is None else clean_text(result.error),
     }
     if state == "delivered":
         values["delivered_at"] = now

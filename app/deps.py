@@ -19,6 +19,7 @@ from app.db.loader import TaskLoader, open_loader
 from app.db.queries import CHANGED_TASKS
 from app.group_commit import GroupCommit
 from app.keys_cache import KeyCache
+from app.outbound import Outbound, Resolver, open_outbound, resolve
 from app.providers import Provider, build_providers
 from app.settings import Settings
 from app.status_cache import StatusCache
@@ -34,7 +35,8 @@ class Deps:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[Any]
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # to the providers
+    outbound: Outbound  # to destinations others choose: webhooks, result copies
     providers: dict[str, Provider]
     loader: TaskLoader
     status_cache: StatusCache
@@ -71,16 +73,18 @@ class Deps:
 
 
 @asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
-    engine = create_engine(settings.database_url)
+async def open_deps(settings: Settings, *, resolver: Resolver = resolve) -> AsyncIterator[Deps]:
+    """Everything opened for settings; `resolver` answers the name lookups of outbound requests."""
+    engine = create_engine(settings.database_url, settings.database_timeout_s)
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=timeout) as http, open_outbound(settings, resolver) as outbound:
             deps = Deps(
                 settings,
                 engine,
                 create_sessions(engine),
                 http,
+                outbound,
                 build_providers(settings, http),
                 open_loader(engine),
                 StatusCache(settings.status_cache_size),

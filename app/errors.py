@@ -4,9 +4,13 @@ GatewayError                 answered as {"error": message} with .status
  ├── BadRequest              400  invalid input, named field
  ├── UpstreamRejected        400  "Kie.ai error: <upstream msg>"
  ├── Unauthorized            401
+ ├── Forbidden               403  a cookie-authenticated request that may be cross-site
  ├── NotFound                404  unknown task, or another client's task
  ├── PayloadTooLarge         413
- └── NotConfigured           500  "Kie.ai API key not configured"
+ ├── NotConfigured           500  "Kie.ai API key not configured"
+ └── Unavailable             503  a service imagehook relies on is out; retry later
+      └── DatabaseUnavailable     the database is unreachable or did not answer within
+                                  DATABASE_TIMEOUT_S (app/db/outage.py); with Retry-After
 
 ProviderError                raised by provider clients, never shown raw
  ├── ProviderUnavailable     transient: timeout, 429, 5xx, 455 -> retry later
@@ -42,6 +46,10 @@ class Unauthorized(GatewayError):
     status = 401
 
 
+class Forbidden(GatewayError):
+    status = 403
+
+
 class NotFound(GatewayError):
     status = 404
 
@@ -70,6 +78,15 @@ class Unavailable(GatewayError):
     status = 503
 
 
+class DatabaseUnavailable(Unavailable):
+    """Raised by the engine for every kind of database outage: nothing was decided, so a retry is safe."""
+
+    RETRY_AFTER_S = 2
+
+    def __init__(self) -> None:
+        super().__init__("Database unavailable; retry shortly", headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
 class ProviderError(Exception):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
@@ -81,11 +98,15 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(ProviderError):
-    """Worth retrying later; retry_after is the upstream's hint in seconds, if any."""
+    """Worth retrying later; retry_after is the upstream's hint in seconds, if any. maybe_created:
+    the request may have reached the provider and been acted on (a timeout or a connection lost
+    while waiting for the answer), so a create must not be repeated at once."""
 
-    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, code: int | None = None, retry_after: float | None = None, *, maybe_created: bool = False
+    ) -> None:
         super().__init__(message, code)
-        self.retry_after = retry_after
+        self.retry_after, self.maybe_created = retry_after, maybe_created
 
 
 class ProviderRejected(ProviderError):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from app.db import queries
 from app.db.models import ApiKey
+from app.db.outage import stale_if_error
 from app.deps import Deps
 from app.errors import NotFound, Unauthorized
 
@@ -53,18 +54,23 @@ async def rotate_webhook_secret(deps: Deps, key_id: int) -> str:
 
 
 async def authenticate(deps: Deps, key: str | None) -> int:
-    """The id of the key's owner, or Unauthorized."""
+    """The id of the key's owner, or Unauthorized. While the database cannot be asked, a key this
+    process found valid before still counts, and any other is DatabaseUnavailable: it may be valid."""
     if key:
         key_hash = hash_key(key)
         owner = deps.keys.get(key_hash)
+        if owner is None:
+            owner = await stale_if_error(look_up_key(deps, key_hash), lambda: deps.keys.last_known(key_hash))
         if owner is not None:
-            return owner
-        async with deps.sessions() as session:
-            owner = await queries.find_api_key_id(session, key_hash)
-        if owner is not None:
-            deps.keys.put(key_hash, owner)
             return owner
     raise Unauthorized("Missing or invalid API key")
+
+
+async def look_up_key(deps: Deps, key_hash: str) -> int | None:
+    async with deps.sessions() as session:
+        owner = await queries.find_api_key_id(session, key_hash)
+    deps.keys.put(key_hash, owner)
+    return owner
 
 
 LIMITS = ("rate_per_minute", "max_in_flight", "daily_credit_budget", "monthly_credit_budget")

@@ -6,18 +6,24 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.api import callbacks, files, health, images, models, tasks, uploads, usage, webhooks
+from app.api.guard import RefuseNul
 from app.db.migrate import head_revision
+from app.db.outage import is_outage
 from app.deps import Deps, open_deps
-from app.errors import GatewayError
+from app.errors import DatabaseUnavailable, GatewayError
+from app.outbound import Resolver, resolve
 from app.settings import Settings
 from app.sweeper import run_sweeper
 from app.watch import listen_postgres, watch_sqlite
@@ -32,10 +38,10 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
-def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> Starlette:
+def create_app(settings: Settings, *, run_sweeper_in_process: bool = True, resolver: Resolver = resolve) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
-        async with open_deps(settings) as deps:
+        async with open_deps(settings, resolver=resolver) as deps:
             # Everything imported and built so far lives as long as the process: keep it out of the
             # collector's full passes, which otherwise stall every request for tens of milliseconds.
             gc.collect()
@@ -65,14 +71,22 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True) -> St
             *health.routes,
         ],
         lifespan=lifespan,
-        exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(RefuseNul)],
+        exception_handlers={
+            GatewayError: gateway_error,
+            HTTPException: http_error,
+            SQLAlchemyError: database_error,
+            sqlite3.Error: database_error,
+            Exception: server_error,
+        },
     )
 
 
 async def watch_changes(deps: Deps) -> None:
     """Hear about changes made elsewhere, which is what lets the status cache serve."""
     if deps.engine.dialect.name == "postgresql":
-        await listen_postgres(deps.settings.database_url, deps.task_changed, deps.status_cache)
+        settings = deps.settings
+        await listen_postgres(settings.database_url, deps.task_changed, deps.status_cache, settings.database_timeout_s)
     else:
         await watch_sqlite(deps.engine, deps.status_cache)
 
@@ -93,6 +107,14 @@ async def gateway_error(request: Request, exc: Any) -> JSONResponse:
 
 async def http_error(request: Request, exc: Any) -> JSONResponse:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """An outage the engine did not raise as DatabaseUnavailable itself (the status reader's own
+    SQLite connection, SQLite's pool) is a 503 all the same; any other database error is a bug."""
+    if is_outage(exc):
+        return await gateway_error(request, DatabaseUnavailable())
+    return await server_error(request, exc)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,12 +25,15 @@ from app import copies, limits, throttle, webhooks
 from app.db import queries
 from app.db.loader import TaskStatus
 from app.db.models import IdempotencyKey, StoredFile, Task, TaskEvent, WebhookDelivery
+from app.db.outage import stale_if_error
 from app.deps import Deps
 from app.domain import Backoff, State, Update, states_before
 from app.errors import Conflict, NotConfigured, NotFound, ProviderRejected, ProviderUnavailable, UpstreamRejected
 from app.providers import LABELS, Provider
 from app.providers.models import MODELS, Api, ModelSpec
 from app.status_cache import CachedStatus
+from app.storable import storable_update
+from app.untrusted import unstorable
 from app.validation import Submission
 from app.watch import sleep_until_changed
 
@@ -45,6 +48,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # same or older news: nothing to do
     CONFLICT = "conflict"  # a different terminal result after the first one: kept in history only
     UNKNOWN_TASK = "unknown-task"
+    MISMATCH = "mismatch"  # about another upstream task than the one this task is bound to: refused
 
 
 def new_task_id() -> str:
@@ -83,7 +87,9 @@ async def submit_task(
     """Store the task, then send it. With an Idempotency-Key, a repeat returns the first task."""
     provider_for(deps, submission.model)
     if submission.webhook_url:
-        await webhooks.check_destination(submission.webhook_url, deps.settings.webhook_allow_private)
+        await webhooks.check_destination(
+            submission.webhook_url, deps.settings.webhook_allow_private, deps.outbound.resolver
+        )
     fingerprint = submission.fingerprint()
     if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
         return earlier
@@ -119,9 +125,9 @@ def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
         webhook_url=submission.webhook_url,
         submit_attempts=0,
         check_attempts=0,
-        # Keeps the sweeper off the task while this request sends it; if the process dies
-        # before the create call returns, the sweeper sends it once this has passed.
-        next_check_at=now + timedelta(seconds=deps.settings.upstream_timeout_s + 5),
+        # Keeps the sweeper off the task while this request sends it. If the process dies before
+        # the create call returns, the sweeper sends it once this has passed (see unknown_outcome_hold).
+        next_check_at=now + unknown_outcome_hold(deps),
         created_at=now,
         updated_at=now,
     )
@@ -153,28 +159,58 @@ async def send_task(deps: Deps, task: Task) -> None:
     a definitive rejection fails it and raises UpstreamRejected."""
     spec = MODELS[task.model]
     provider = provider_for(deps, spec)
+    if problem := unstorable(task.request):  # stored before requests were checked for this; can never be sent
+        await update_task(
+            deps, task.id, Update(State.FAIL, fail_code="invalid", fail_msg=f"Request {problem}"), "submit"
+        )
+        return
     slot = await throttle.take_slot(deps, spec.api.provider)
     if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
         async with deps.write() as session:
             await queries.reschedule(session, task.id, slot.free_at)
         return
+    started = deps.clock()
     try:
         upstream_id = await create_in_slot(deps, provider, spec, task, slot)
     except ProviderUnavailable as exc:
-        delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
-        log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
-        async with deps.write() as session:
-            await queries.reschedule(
-                session, task.id, before_deadline(deps, task, delay), submit_attempts=task.submit_attempts + 1
-            )
+        await retry_send_later(deps, task, exc, started)
         return
     except ProviderRejected as exc:
         await update_task(deps, task.id, Update(State.FAIL, fail_code=str(exc.code), fail_msg=exc.message), "submit")
         raise UpstreamRejected(f"{provider.label} error: {exc.message}", provider.rejection_status(exc.code)) from None
+    await record_created(deps, task, spec, upstream_id)
+
+
+def unknown_outcome_hold(deps: Deps) -> timedelta:
+    """How long a create that may have reached the provider is not repeated: until its callback,
+    which carries imagehook's own task id, is late. Sending it again sooner could make (and charge)
+    the task twice upstream."""
+    return timedelta(seconds=max(deps.settings.stale_after_s, deps.settings.upstream_timeout_s + 5))
+
+
+async def retry_send_later(deps: Deps, task: Task, exc: ProviderUnavailable, started: datetime) -> None:
+    delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
+    if exc.maybe_created:
+        delay = max(delay, (started + unknown_outcome_hold(deps) - deps.clock()).total_seconds())
+    log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
+    async with deps.write() as session:
+        next_send = before_deadline(deps, task, delay)
+        await queries.reschedule(session, task.id, next_send, submit_attempts=task.submit_attempts + 1)
+
+
+async def record_created(deps: Deps, task: Task, spec: ModelSpec, upstream_id: str) -> None:
     now = deps.clock()
     async with deps.write() as session:
         next_check = before_deadline(deps, task, first_check_delay(deps, spec))
-        await queries.record_submission(session, task.id, upstream_id, now, next_check)
+        bound = await queries.record_submission(session, task.id, upstream_id, now, next_check)
+        if bound is not None:
+            # An early callback bound another upstream task. The create answer is what the provider
+            # said to imagehook itself, so it wins; a state that callback set stays (nothing leaves a
+            # terminal state), and the disagreement is kept in the task's history.
+            bound_id, state = bound
+            log.warning("task %s: created upstream as %s, but a callback named %s", task.id, upstream_id, bound_id)
+            detail = {"upstreamId": upstream_id, "boundUpstreamId": bound_id}
+            queries.add_event(session, task, now, "submit", state, Outcome.CONFLICT, **detail)
 
 
 async def create_in_slot(deps: Deps, provider: Provider, spec: ModelSpec, task: Task, slot: throttle.Slot) -> str:
@@ -206,6 +242,7 @@ async def apply_updates(deps: Deps, session: AsyncSession, updates: Sequence[tup
     this is one query to read and one statement per table to write.
     """
     now = deps.clock()
+    updates = [(task_id, storable_update(change), source) for task_id, change, source in updates]
     tasks = await queries.lock_tasks(session, {task_id for task_id, _, _ in updates})
     rows = NewRows()
     outcomes = [_apply(deps, rows, tasks.get(task_id), change, source, now) for task_id, change, source in updates]
@@ -228,6 +265,11 @@ class NewRows:
 def _apply(deps: Deps, rows: NewRows, task: Task | None, change: Update, source: str, now: datetime) -> Outcome:
     if task is None:
         return Outcome.UNKNOWN_TASK
+    if change.upstream_id and task.upstream_id and change.upstream_id != task.upstream_id:
+        log.warning(
+            "task %s is upstream %s; refusing an update about %s", task.id, task.upstream_id, change.upstream_id
+        )
+        return Outcome.MISMATCH
     if State(task.state) in states_before(change.state):
         outcome = Outcome.APPLIED
         queries.advance(task, change, now)
@@ -267,18 +309,24 @@ def _event_detail(change: Update) -> dict[str, object]:
 
 
 async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
-    """The task's status object, as JSON: from the status cache, else from the database."""
-    cached = deps.status_cache.get(task_id)
-    if cached is None:
-        epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
-        row = await deps.loader.load(task_id)
-        if row is None:
-            raise NotFound("Task not found")
-        body = encode_json(status_body(row, deps.settings.public_base_url))
-        cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
-        deps.status_cache.put(task_id, cached, epoch)
+    """The task's status object, as JSON: from the status cache, else from the database; while the
+    database is unavailable, the last one this process knew (DatabaseUnavailable if it knew none)."""
+    cached = deps.status_cache.get(task_id) or await stale_if_error(
+        load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id)
+    )
     if cached.owner != api_key_id:
         raise NotFound("Task not found")  # the same answer as for no task at all
+    return cached
+
+
+async def load_status(deps: Deps, task_id: str) -> CachedStatus:
+    epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
+    row = await deps.loader.load(task_id)
+    if row is None:
+        raise NotFound("Task not found")
+    body = encode_json(status_body(row, deps.settings.public_base_url))
+    cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
+    deps.status_cache.put(task_id, cached, epoch)
     return cached
 
 
@@ -305,9 +353,11 @@ async def status_changes(
 ) -> AsyncIterator[CachedStatus | None]:
     """Each new version of the task's status until it is terminal; None when keepalive_s passed quietly."""
     seen, quiet_since = None, asyncio.get_running_loop().time()
+    status: CachedStatus | None = None
     with deps.watch.watch(task_id) as changed:
         while True:
-            status = await read_status(deps, api_key_id, task_id)
+            # With the database out, the stream stays on the last status it read, even once the cache dropped it.
+            status = await stale_if_error(read_status(deps, api_key_id, task_id), lambda sent=status: sent)
             now = asyncio.get_running_loop().time()
             if status.body != seen:
                 seen, quiet_since = status.body, now

@@ -1,18 +1,22 @@
 """Status bodies of recently read tasks, already serialized, so a repeated read costs no query.
 
-An entry is only ever served while something guarantees it is current:
+An entry is only ever served as current while something guarantees it is:
 - this process's own writes drop their tasks' entries as they commit (Deps.task_changed), so a
   read that starts after a callback was answered never sees the older state;
 - on PostgreSQL, every replica's writes arrive as NOTIFYs (app/watch.py) and drop entries here;
-  while that LISTEN connection is down the cache is off;
+  while that LISTEN connection is down no entry is current;
 - on SQLite, a monitor sees any commit by any connection or process (PRAGMA data_version) and
-  empties the cache within FRESHNESS_POLL_S; until it runs the cache is off.
+  empties the cache within FRESHNESS_POLL_S; until it runs no entry is current.
+
+Dropped entries are kept, though, as the last status this process knew of each task: while
+the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -22,38 +26,60 @@ class CachedStatus:
     body: bytes  # the status object as JSON
 
 
+class _Entry(NamedTuple):
+    status: CachedStatus
+    generation: int  # current while it equals the cache's generation
+
+
+DROPPED = -1  # the generation of an entry that is no longer current
+
+
 class StatusCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, CachedStatus] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._enabled = False
-        # Bumped by every invalidation: a read that began before one must not store what it read.
+        # Bumped by clear(): every entry stored before is no longer current, in one step.
+        self._generation = 0
+        # Bumped by every invalidation: a read that began before one must not store what it read as current.
         self.epoch = 0
 
     def get(self, task_id: str) -> CachedStatus | None:
+        """The task's status, if it is known to be current."""
         entry = self._entries.get(task_id)
-        if entry is not None:
-            self._entries.move_to_end(task_id)
-        return entry
+        if entry is None or entry.generation != self._generation:
+            return None
+        self._entries.move_to_end(task_id)
+        return entry.status
 
-    def put(self, task_id: str, entry: CachedStatus, read_at_epoch: int) -> None:
-        if not self._enabled or read_at_epoch != self.epoch or self.max_entries <= 0:
+    def last_known(self, task_id: str) -> CachedStatus | None:
+        """The last status read for the task, current or not."""
+        entry = self._entries.get(task_id)
+        return None if entry is None else entry.status
+
+    def put(self, task_id: str, status: CachedStatus, read_at_epoch: int) -> None:
+        """Remember what a read found; it is current only if nothing changed since the read began."""
+        if self.max_entries <= 0:
             return
-        self._entries[task_id] = entry
+        current = self._enabled and read_at_epoch == self.epoch
+        self._entries[task_id] = _Entry(status, self._generation if current else DROPPED)
         self._entries.move_to_end(task_id)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
     def invalidate(self, task_id: str) -> None:
         self.epoch += 1
-        self._entries.pop(task_id, None)
+        entry = self._entries.get(task_id)
+        if entry is not None:
+            self._entries[task_id] = entry._replace(generation=DROPPED)
 
     def clear(self) -> None:
+        """No entry is current any more (all are still known)."""
         self.epoch += 1
-        self._entries.clear()
+        self._generation += 1
 
     def enable(self, enabled: bool) -> None:
-        """Serve entries only while changes are being heard; either way, start empty."""
+        """Serve entries only while changes are being heard; either way, none is current now."""
         self._enabled = enabled
         self.clear()
 

@@ -15,10 +15,11 @@ from app.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.copies import copy_due
 from app.db import queries
 from app.db.models import Task
+from app.db.outage import is_outage
 from app.deliveries import deliver_due
 from app.deps import Deps
 from app.domain import TIMED_OUT_MSG, Backoff, State, Update
-from app.errors import NotConfigured, ProviderError, UpstreamRejected
+from app.errors import DatabaseUnavailable, NotConfigured, ProviderError, UpstreamRejected
 from app.providers.models import MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ async def visit_task(deps: Deps, task: Task) -> str:
         return "rejected"
     except NotConfigured:
         return "no_provider"
+    except DatabaseUnavailable:
+        return "db_unavailable"  # no bug to trace: the lease expires and a later round retries
     except Exception:
         # One bad task must not stop the round; its lease expires and it is retried.
         log.exception("sweeper failed on task %s", task.id)
@@ -112,8 +115,11 @@ async def _repeat(
     while not stopping.is_set():
         try:
             done = await one_round()
-        except Exception:
-            log.exception("%s round failed", name)
+        except Exception as exc:
+            if is_outage(exc):  # one line a round, no traceback: an outage is no bug
+                log.warning("%s round failed: database unavailable (%s)", name, type(exc.__cause__ or exc).__name__)
+            else:
+                log.exception("%s round failed", name)
             done = Counter()
         if done:
             log.info("%s: %s", name, dict(done))

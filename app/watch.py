@@ -16,6 +16,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import asyncpg_bounds
 from app.status_cache import StatusCache
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ CHANNEL = "imagehook_tasks"
 RECHECK_S = 0.5
 # On SQLite, a commit by another process is noticed (and the status cache emptied) within this long.
 FRESHNESS_POLL_S = 0.1
+# How often the LISTEN connection proves it is alive: a partition is noticed within this plus the timeout.
+HEARTBEAT_S = 1.0
+# How the LISTEN connection shows in pg_stat_activity.
+LISTENER_NAME = "imagehook listen"
 
 
 class TaskWatch:
@@ -57,20 +62,28 @@ async def sleep_until_changed(event: asyncio.Event, timeout_s: float) -> None:
         await asyncio.wait_for(event.wait(), min(timeout_s, RECHECK_S))
 
 
-async def listen_postgres(database_url: str, on_change: Callable[[str], None], cache: StatusCache) -> None:
+async def listen_postgres(
+    database_url: str, on_change: Callable[[str], None], cache: StatusCache, timeout_s: float | None
+) -> None:
     """Relay NOTIFYs from every replica to on_change, reconnecting forever. The status cache
-    is on only while they are heard: a NOTIFY lost with the connection is a change missed."""
+    is on only while they are heard: a NOTIFY lost with the connection is a change missed.
+    timeout_s bounds connecting and each heartbeat (see app/db/engine.py)."""
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def listen() -> None:
-        connection = await asyncpg.connect(dsn)
+        connection = await asyncpg.connect(
+            dsn, server_settings={"application_name": LISTENER_NAME}, **asyncpg_bounds(timeout_s)
+        )
         try:
             await connection.add_listener(CHANNEL, lambda _c, _pid, _ch, task_id: on_change(task_id))
             cache.enable(True)
-            while not connection.is_closed():
-                await asyncio.sleep(1)
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                # A line cut without a reset shows no error by itself: a heartbeat not answered in time does.
+                await connection.execute("SELECT 1")
         finally:
-            await connection.close()
+            with contextlib.suppress(Exception):  # after a timeout, close() gives up and aborts the line
+                await connection.close(timeout=timeout_s)
 
     await _keep_following("LISTEN connection", listen, cache, retry_s=2)
 
@@ -96,8 +109,8 @@ async def watch_sqlite(engine: AsyncEngine, cache: StatusCache) -> None:
 
 async def _keep_following(what: str, follow: Callable[[], Awaitable[None]], cache: StatusCache, retry_s: float) -> None:
     """Run follow() forever, again after each end or failure. From then until follow() turns it
-    back on, the status cache is off: changes made meanwhile went unheard. Waiters are covered
-    by their re-check (RECHECK_S) all along."""
+    back on, no cached status counts as current: changes made meanwhile went unheard. Waiters
+    are covered by their re-check (RECHECK_S) all along."""
     while True:
         try:
             await follow()

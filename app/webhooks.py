@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 from app.db.models import ApiKey, Task, WebhookDelivery
 from app.errors import BadRequest
+from app.outbound import Resolver, is_public
 
 ROTATION_OVERLAP = timedelta(days=1)
+RESOLVE_TIMEOUT_S = 5.0  # a submission does not wait longer on the webhook host's DNS
 EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
 
 
@@ -92,21 +94,20 @@ def check_url_form(url: Any) -> str:
     return url
 
 
-async def check_destination(url: str, allow_private: bool) -> None:
-    """Refuse URLs that reach inside our own network (SSRF), unless explicitly allowed.
+async def check_destination(url: str, allow_private: bool, resolver: Resolver) -> None:
+    """Refuse at submit URLs that reach inside our own network (SSRF), unless explicitly allowed.
 
-    Checked at submit and again before every attempt, since DNS answers can change.
+    Every delivery is checked again where it connects (app/outbound.py), since DNS answers can change.
     """
     if allow_private:
         return
     parts = urlsplit(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-        )
-    except (OSError, UnicodeError):  # UnicodeError: not encodable as IDNA (an empty or over-long label)
-        raise BadRequest(f"webhookUrl host {parts.hostname!r} cannot be resolved") from None
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        if not address.is_global or address.is_multicast:
-            raise BadRequest("webhookUrl resolves to a private, loopback or link-local address")
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            addresses = await resolver(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError, TimeoutError):  # UnicodeError: not encodable as IDNA (an empty or over-long label)
+        addresses = []
+    if not addresses:
+        raise BadRequest(f"webhookUrl host {parts.hostname!r} cannot be resolved")
+    if not all(is_public(ipaddress.ip_address(address)) for address in addresses):
+        raise BadRequest("webhookUrl resolves to a private, loopback or link-local address")

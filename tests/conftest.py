@@ -30,6 +30,7 @@ from app.db.models import ApiKey, Base, CallbackEvent, Task, TaskEvent
 from app.emulator import create_emulator
 from app.keys import hash_key, new_webhook_secret
 from app.main import create_app
+from app.outbound import resolve
 from app.providers import kie_signature
 from app.settings import Settings
 from tests.servers import ThreadServer, free_port
@@ -169,13 +170,15 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway(database_url: str, emulator: ThreadServer) -> AsyncIterator[StartGateway]:
-    """start_gateway(**settings) -> a gateway under uvicorn whose callbacks come back to itself."""
+    """start_gateway(**settings, resolver=...) -> a gateway under uvicorn whose callbacks come back to
+    itself; `resolver` answers its outbound name lookups (the system's by default)."""
     servers: list[ThreadServer] = []
 
     async def start(**overrides: Any) -> Gateway:
         port = overrides.pop("port", None) or free_port()
+        resolver = overrides.pop("resolver", resolve)
         settings = gateway_settings(database_url, emulator.url, public_base_url=f"http://127.0.0.1:{port}", **overrides)
-        server = ThreadServer(create_app(settings), port)
+        server = ThreadServer(create_app(settings, resolver=resolver), port)
         await asyncio.to_thread(server.start)
         servers.append(server)
         return Gateway(server.url, settings)

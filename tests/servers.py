@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import socket
@@ -47,7 +48,10 @@ class ThreadServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        # A server still running would keep its database connections; fail here, not in later tests.
+        # A server still running would keep its database connections; fail here, not in later tests,
+        # with every thread's stack to show where it is stuck.
+        if self.thread.is_alive():
+            faulthandler.dump_traceback(all_threads=True)
         assert not self.thread.is_alive(), f"server on port {self.port} did not stop"
 
 

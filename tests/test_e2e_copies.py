@@ -24,6 +24,7 @@ from app.copies import copy_due
 from app.db.models import StoredFile, Task
 from app.deps import open_deps
 from app.emulator.images import render
+from app.outbound import Resolver, resolve
 from tests.conftest import (
     Emulator,
     Gateway,
@@ -250,14 +251,22 @@ def image(*chunks: bytes | float, content_type: str = "image/png") -> Answer:
     return 200, {"content-type": content_type}, list(chunks)
 
 
-async def copy_once(database_url: str, sessions: Any, url: str, *, age: timedelta = timedelta(0), **settings: Any):
+async def copy_once(
+    database_url: str,
+    sessions: Any,
+    url: str,
+    *,
+    age: timedelta = timedelta(0),
+    resolver: Resolver = resolve,
+    **settings: Any,
+):
     """Run one copier batch over a single new row for `url`; the row afterwards and the settings used."""
     settings = gateway_settings(database_url, "http://127.0.0.1:9", **settings)
     now, task_id = datetime.now(UTC), f"ih_{secrets.token_hex(6)}"
     row = StoredFile(task_id=task_id, n=0, source_url=url, state="pending", next_attempt_at=now, created_at=now - age)
     async with sessions.begin() as session:
         session.add(row)
-    async with open_deps(settings) as deps:
+    async with open_deps(settings, resolver=resolver) as deps:
         assert sum((await copy_due(deps)).values()) == 1
     (row,) = await copies_of(sessions, task_id)
     return row, settings

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from app.db.migrate import current_revision
 from app.deps import Deps
+from app.errors import DatabaseUnavailable
 from app.providers.kie import KieClient
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,10 @@ async def readyz(request: Request) -> JSONResponse:
     head = request.state.schema_head
     try:
         current = await current_revision(deps.engine)
-    except Exception as exc:
-        log.warning("readiness check: database unreachable: %s", type(exc).__name__)
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    except Exception as exc:  # whatever it is, a replica that cannot read its database is not ready
+        log.warning("readiness check: database unreachable: %s", type(exc.__cause__ or exc).__name__)
+        headers = {"Retry-After": str(DatabaseUnavailable.RETRY_AFTER_S)}
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503, headers=headers)
     if current != head:
         body = {"status": "unavailable", "database": "ok", "migration": current, "expected": head}
         return JSONResponse(body, status_code=503)

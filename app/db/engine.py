@@ -1,4 +1,8 @@
-"""Engine and session factory for SQLite (one process) or PostgreSQL (many replicas)."""
+"""Engine and session factory for SQLite (one process) or PostgreSQL (many replicas).
+
+With a timeout, every wait on the database is bounded by it, and running into a bound, like
+any other outage, raises DatabaseUnavailable (see app/db/outage.py).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,52 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from app.db.outage import GuardedPool, raise_outages_as_unavailable
+
+# How long a SQLite writer waits for another's lock when nothing bounds it (migrations, tools).
+UNBOUNDED_SQLITE_LOCK_WAIT_S = 30.0
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    if not is_sqlite(url):
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+def create_engine(url: str, timeout_s: float | None = None) -> AsyncEngine:
+    """timeout_s bounds connecting, each statement, and waiting for a pooled connection; None
+    (or 0) leaves them unbounded, as migrations need: an index build may take minutes."""
+    timeout_s = timeout_s or None
+    pool_bounds: dict[str, Any] = {"pool_timeout": timeout_s} if timeout_s else {}
+    if is_sqlite(url):
+        engine = _sqlite_engine(url, timeout_s, pool_bounds)
+    else:
+        engine = _postgres_engine(url, timeout_s, pool_bounds)
+    raise_outages_as_unavailable(engine)
+    return engine
+
+
+def asyncpg_bounds(timeout_s: float | None) -> dict[str, float]:
+    """asyncpg.connect() arguments: how long connecting may take, and then each statement."""
+    return {"timeout": timeout_s, "command_timeout": timeout_s} if timeout_s else {}
+
+
+def _postgres_engine(url: str, timeout_s: float | None, pool_bounds: dict[str, Any]) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        poolclass=GuardedPool,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args=asyncpg_bounds(timeout_s),
+        **pool_bounds,
+    )
+
+
+def _sqlite_engine(url: str, timeout_s: float | None, pool_bounds: dict[str, Any]) -> AsyncEngine:
     _ensure_sqlite_dir(url)
-    # A writer waits for the lock instead of failing; readers never wait (WAL).
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # A writer waits this long for another process's lock, then gives up (readers never wait:
+    # WAL). Writers of this process take turns before they get here (Deps.write).
+    lock_wait_s = timeout_s or UNBOUNDED_SQLITE_LOCK_WAIT_S
+    engine = create_async_engine(url, connect_args={"timeout": lock_wait_s}, **pool_bounds)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 

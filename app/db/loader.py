@@ -17,11 +17,10 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.models import Task
+from app.db.outage import is_outage
 
 MAX_BATCH = 256
 
@@ -75,7 +74,7 @@ class TaskLoader:
         try:
             rows = {row.id: row for row in await self.fetch(list(batch))}
         except Exception as exc:
-            if len(batch) > 1 and not is_connectivity_error(exc):
+            if len(batch) > 1 and not is_outage(exc):
                 # Something in one read broke the shared query: each read is asked on its own,
                 # so only the read that caused it fails.
                 for task_id, futures in batch.items():
@@ -100,14 +99,6 @@ def _settle(
                 future.set_exception(exception)
             else:
                 future.set_result(result)
-
-
-def is_connectivity_error(exc: BaseException) -> bool:
-    """The database could not be reached or did not answer, as opposed to refusing one query."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    connectivity = (OperationalError, InterfaceError, SATimeoutError, sqlite3.OperationalError, OSError, TimeoutError)
-    return isinstance(exc, connectivity)
 
 
 def open_loader(engine: AsyncEngine) -> TaskLoader:
