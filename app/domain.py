@@ -25,6 +25,8 @@ class State(enum.StrEnum):
 TERMINAL = frozenset({State.SUCCESS, State.FAIL})
 _RANK = {State.PENDING: 0, State.PROCESSING: 1, State.SUCCESS: 2, State.FAIL: 2}
 TIMED_OUT_MSG = "Task timed out"
+# Retry jitter has a generator of its own: nothing else's use of `random` shifts it, nor it theirs.
+JITTER = random.Random()
 
 
 @dataclass(frozen=True)
@@ -62,4 +64,4 @@ class Backoff:
         ceiling = min(self.cap_s, self.base_s * self.factor ** min(max(attempt - 1, 0), 64))
         # Jitter between half and the full step keeps replicas from moving in lockstep
         # while still guaranteeing progress away from a struggling upstream.
-        return ceiling * (0.5 + 0.5 * (rng or random).random())
+        return ceiling * (0.5 + 0.5 * (rng or JITTER).random())

@@ -101,6 +101,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._clear_deadline()
         self.waiting.discard(self)
 
+    def send_400_response(self, msg: str) -> None:
+        """A request that is not HTTP gets a JSON error too, like every other error of the service."""
+        self.transport.write(error_response(400, msg))
+        self.transport.close()
+
     def _evict_oldest_waiting(self) -> bool:
         victim = self.waiting.oldest()
         if victim is None:

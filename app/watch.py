@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import asyncpg_bounds
+from app.db.sqlite_thread import SqliteThread
 from app.status_cache import StatusCache
 
 log = logging.getLogger(__name__)
@@ -88,21 +88,24 @@ async def listen_postgres(
     await _keep_following("LISTEN connection", listen, cache, retry_s=2)
 
 
-async def watch_sqlite(engine: AsyncEngine, cache: StatusCache) -> None:
+async def watch_sqlite(database: str, cache: StatusCache) -> None:
     """Empty the status cache whenever anything commits to the database file: another process
     (a separate sweeper, purge, an operator) cannot tell this one which tasks it changed."""
 
     async def follow_data_version() -> None:
-        async with engine.connect() as connection:
+        # Not the engine's driver: this is cancelled at shutdown (see app/db/sqlite_thread.py).
+        connection = SqliteThread(database, "sqlite-watch", lock_wait_s=0)
+        try:
             seen = None
             while True:
                 # Changes when any other connection, in any process, has committed since the last call.
-                version = (await connection.exec_driver_sql("PRAGMA data_version")).scalar()
-                await connection.rollback()
+                version = await connection.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
                 if version != seen:
                     cache.enable(True)  # empties it, and the first time turns it on
                     seen = version
                 await asyncio.sleep(FRESHNESS_POLL_S)
+        finally:
+            connection.close_soon()
 
     await _keep_following("watching SQLite for changes", follow_data_version, cache, retry_s=1)
 

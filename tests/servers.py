@@ -34,7 +34,11 @@ class ThreadServer:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve())
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve()
+
+        asyncio.run(serve())
 
     def start(self) -> ThreadServer:
         self.thread.start()
@@ -51,8 +55,16 @@ class ThreadServer:
         # A server still running would keep its database connections; fail here, not in later tests,
         # with every thread's stack to show where it is stuck.
         if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(dump_tasks, self.loop)
+            time.sleep(0.5)
             faulthandler.dump_traceback(all_threads=True)
         assert not self.thread.is_alive(), f"server on port {self.port} did not stop"
+
+
+def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Where each of the loop's tasks waits, to stderr."""
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
 
 
 class ProcessServer:

@@ -83,6 +83,17 @@ async def test_an_outage_that_reaches_the_handlers_raw_is_a_503_and_any_other_da
     assert broken.status_code == 500 and json.loads(broken.body) == {"error": "Internal server error"}
 
 
+async def test_a_value_the_database_refused_is_the_clients_400_not_a_500() -> None:
+    """Values are checked before they reach the database; should one slip through, it is still a 4xx."""
+    request = Request({"type": "http", "method": "GET", "path": "/api/images/status", "headers": []})
+    refused = sa_exc.DataError("SELECT", {}, Exception('invalid byte sequence for encoding "UTF8": 0x00'))
+    answer = await database_error(request, refused)
+    assert (answer.status_code, json.loads(answer.body)) == (
+        400,
+        {"error": "The request holds a value that cannot be stored"},
+    )
+
+
 async def test_a_refused_statement_keeps_its_own_error(engine, sessions, make_client_key) -> None:
     key = await make_client_key("twice")
     with pytest.raises(sa_exc.IntegrityError):

@@ -208,3 +208,13 @@ async def test_at_the_cap_with_every_connection_busy_a_newcomer_is_refused_503(
             streams[0].writer.close()
             after_one_left = await wait_until(lambda: newcomer.get("/healthz"), lambda r: r.status_code == 200)
     assert after_one_left.status_code == 200
+
+
+async def test_bytes_that_are_not_http_get_a_json_400(timed_gateway: ProcessServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", timed_gateway.port)
+    writer.write(b"\x16\x03\x01 not a request at all\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), timeout=MARGIN_S)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
+    assert json.loads(body) == {"error": "Invalid HTTP request received."}

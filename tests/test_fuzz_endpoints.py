@@ -4,6 +4,7 @@ endpoint of a live gateway, the answer is never a server error, and every error 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -17,7 +18,8 @@ from tests.conftest import SECRET, Emulator, Gateway
 from tests.test_e2e_flow import submit
 
 FUZZ = settings(
-    max_examples=120,
+    # More for a longer hunt: FUZZ_EXAMPLES=5000 make test-sqlite
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "120")),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.models import Task
 from app.db.outage import is_outage
+from app.db.sqlite_thread import SqliteThread
 
 MAX_BATCH = 256
 
@@ -145,30 +146,20 @@ class SqliteFetch:
     round trips per query; this makes one, which is most of what a status read costs."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-reads")
-        self._connection: sqlite3.Connection | None = None
+        self.connection = SqliteThread(path, "status-reads", lock_wait_s=30)
 
     async def __call__(self, task_ids: list[str]) -> Sequence[TaskStatus]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._query, task_ids)
-
-    def _query(self, task_ids: list[str]) -> list[TaskStatus]:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self.path, timeout=30)
-            self._connection.execute("PRAGMA query_only = ON")
-        columns = ", ".join(TaskStatus._fields)
-        placeholders = ", ".join("?" * len(task_ids))
-        sql = f"SELECT {columns} FROM tasks WHERE id IN ({placeholders})"  # only the placeholder count varies
-        return [_decode(row) for row in self._connection.execute(sql, task_ids)]
+        return await self.connection.run(functools.partial(_query, task_ids))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
-        self._thread.shutdown()
+        await self.connection.close()
 
-    def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+
+def _query(task_ids: list[str], connection: sqlite3.Connection) -> list[TaskStatus]:
+    columns = ", ".join(TaskStatus._fields)
+    placeholders = ", ".join("?" * len(task_ids))
+    sql = f"SELECT {columns} FROM tasks WHERE id IN ({placeholders})"  # only the placeholder count varies
+    return [_decode(row) for row in connection.execute(sql, task_ids)]
 
 
 def _decode(row: tuple[Any, ...]) -> TaskStatus:
