@@ -89,6 +89,24 @@ async def empty_tables(engine: AsyncEngine) -> None:
             await conn.execute(delete(table))
 
 
+StartServer = Callable[[ThreadServer], Awaitable[ThreadServer]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """start_server(server) -> the server, started; every one is stopped at teardown."""
+    started: list[ThreadServer] = []
+
+    async def start(server: ThreadServer) -> ThreadServer:
+        await asyncio.to_thread(server.start)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await asyncio.to_thread(server.stop)
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[ThreadServer]:
     app = create_emulator(api_key=EMULATOR_API_KEY, hmac_key=HMAC_KEY, kvid_api_key=KVID_API_KEY)

@@ -3,9 +3,8 @@ loopback stand behind made-up names, which a scripted resolver answers for (test
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.outbound import DestinationRefused, pinned_client, webhook_policy
-from tests.conftest import ClientOf, Emulator, StartGateway
+from tests.conftest import ClientOf, Emulator, StartGateway, StartServer
 from tests.resolvers import Scripted
 from tests.servers import ThreadServer
 from tests.test_e2e_copies import PNG, copy_once
@@ -69,18 +68,13 @@ StartRecorder = Callable[..., Awaitable[Recorder]]
 
 
 @pytest.fixture
-async def start_recorder() -> AsyncIterator[StartRecorder]:
-    recorders: list[Recorder] = []
-
+def start_recorder(start_server: StartServer) -> StartRecorder:
     async def start(tls: trustme.LeafCert | None = None) -> Recorder:
         recorder = Recorder(tls)
-        await asyncio.to_thread(recorder.server.start)
-        recorders.append(recorder)
+        await start_server(recorder.server)
         return recorder
 
-    yield start
-    for recorder in recorders:
-        await asyncio.to_thread(recorder.server.stop)
+    return start
 
 
 @pytest.fixture

@@ -15,7 +15,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.db.models import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
-from tests.conftest import ClientOf, Emulator, StartGateway, count_rows, load_task, wait_for_state, wait_until
+from tests.conftest import (
+    ClientOf,
+    Emulator,
+    StartGateway,
+    StartServer,
+    count_rows,
+    load_task,
+    wait_for_state,
+    wait_until,
+)
 from tests.servers import ThreadServer
 from tests.test_e2e_flow import submit
 from tests.test_hostile_input import BODY_CASES, READ_CASES
@@ -117,21 +126,17 @@ class OddReceiver:
 
 
 async def test_any_receiver_answer_is_recorded_and_the_delivery_settles(
-    start_gateway: StartGateway, client_of: ClientOf, kie: Emulator, sessions
+    start_gateway: StartGateway, start_server: StartServer, client_of: ClientOf, kie: Emulator, sessions
 ) -> None:
     gateway = await start_gateway(webhook_allow_private=True, webhook_retry_base_s=30)
     await kie.set_faults(generate_s=0.1)
     receivers = [OddReceiver(200, b"ok\x00thanks"), OddReceiver(200, b"\xff\xfe\x00" * 2000), OddReceiver(503, b"\x00")]
     for receiver in receivers:
-        await asyncio.to_thread(receiver.server.start)
-    try:
-        async with client_of(gateway) as client:
-            task_ids = [await submit(client, webhookUrl=receiver.url) for receiver in receivers]
-            rows = await wait_until(lambda: attempts(sessions), lambda found: len(found) == 3, timeout=15)
-            await asyncio.sleep(1)  # time for a wrongly repeated delivery to show
-    finally:
-        for receiver in receivers:
-            await asyncio.to_thread(receiver.server.stop)
+        await start_server(receiver.server)
+    async with client_of(gateway) as client:
+        task_ids = [await submit(client, webhookUrl=receiver.url) for receiver in receivers]
+        rows = await wait_until(lambda: attempts(sessions), lambda found: len(found) == 3, timeout=15)
+        await asyncio.sleep(1)  # time for a wrongly repeated delivery to show
     by_task = {delivery.task_id: (delivery, attempt) for delivery, attempt in rows}
     ok, binary, busy = (by_task[task_id] for task_id in task_ids)
     assert ok[0].state == "delivered" and ok[1].response_body == "ok\ufffdthanks"
@@ -147,25 +152,22 @@ async def attempts(sessions) -> list[tuple[WebhookDelivery, WebhookAttempt]]:
 
 
 async def test_a_delivery_past_its_give_up_time_is_never_sent(
-    start_gateway: StartGateway, client_of: ClientOf, kie: Emulator, sessions
+    start_gateway: StartGateway, start_server: StartServer, client_of: ClientOf, kie: Emulator, sessions
 ) -> None:
     receiver = OddReceiver(500, b"no")
-    await asyncio.to_thread(receiver.server.start)
+    await start_server(receiver.server)
     gateway = await start_gateway(webhook_allow_private=True, webhook_retry_base_s=0.1)
     await kie.set_faults(generate_s=0.1)
-    try:
-        async with client_of(gateway) as client:
-            task_id = await submit(client, webhookUrl=receiver.url)
-            await wait_until(lambda: attempts(sessions), lambda found: len(found) >= 1)
-            # As if a lease had run out after the last attempt the retry window allowed.
-            past = datetime.now(UTC) - timedelta(seconds=1)
-            async with sessions.begin() as session:
-                stmt = update(WebhookDelivery).where(WebhookDelivery.task_id == task_id)
-                await session.execute(stmt.values(give_up_at=past, next_attempt_at=past, state="pending"))
-            sent = receiver.count
-            delivery = await wait_until(lambda: delivery_of(sessions, task_id), lambda d: d.state == "failed")
-    finally:
-        await asyncio.to_thread(receiver.server.stop)
+    async with client_of(gateway) as client:
+        task_id = await submit(client, webhookUrl=receiver.url)
+        await wait_until(lambda: attempts(sessions), lambda found: len(found) >= 1)
+        # As if a lease had run out after the last attempt the retry window allowed.
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        async with sessions.begin() as session:
+            stmt = update(WebhookDelivery).where(WebhookDelivery.task_id == task_id)
+            await session.execute(stmt.values(give_up_at=past, next_attempt_at=past, state="pending"))
+        sent = receiver.count
+        delivery = await wait_until(lambda: delivery_of(sessions, task_id), lambda d: d.state == "failed")
     assert (delivery.state, delivery.last_error, delivery.next_attempt_at) == ("failed", "retry window ended", None)
     assert receiver.count == sent
 

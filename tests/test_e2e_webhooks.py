@@ -31,6 +31,7 @@ from tests.conftest import (
     Emulator,
     Gateway,
     StartGateway,
+    StartServer,
     count_rows,
     gateway_env,
     wait_for_state,
@@ -96,20 +97,16 @@ StartReceiver = Callable[..., Awaitable[Receiver]]
 
 
 @pytest.fixture
-async def start_receiver() -> AsyncIterator[StartReceiver]:
+def start_receiver(start_server: StartServer) -> StartReceiver:
     """start_receiver(port=None, *scripted responses) -> a running Receiver, stopped at teardown."""
-    receivers: list[Receiver] = []
 
     async def start(*responses: int | tuple[int, dict[str, str]], port: int | None = None) -> Receiver:
         receiver = Receiver(port)
         receiver.answer(*responses)
-        await asyncio.to_thread(receiver.server.start)
-        receivers.append(receiver)
+        await start_server(receiver.server)
         return receiver
 
-    yield start
-    for receiver in receivers:
-        await asyncio.to_thread(receiver.server.stop)
+    return start
 
 
 @pytest.fixture
