@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20
 KEPT_RESPONSE_CHARS = 2048  # enough to debug a receiver, never a way to fill our disk
+CUT_SHORT = " [answer cut short]"
+KEPT_RESPONSE_BYTES = 4 * KEPT_RESPONSE_CHARS  # read of an answer at most: UTF-8 takes up to 4 bytes a character
 
 
 @dataclass(frozen=True)
@@ -90,16 +92,55 @@ async def settle(deps: Deps, delivery: WebhookDelivery, state: str, next_attempt
 
 async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> Result:
     content, headers = signed_request(delivery, body, signing_secrets(key, deps.clock()))
+    timeout = deps.settings.webhook_timeout_s
+    answer = Answer()
     try:
-        response = await deps.outbound.webhooks.post(
-            delivery.url, content=content, headers=headers, timeout=deps.settings.webhook_timeout_s
-        )
-    except httpx.HTTPError as exc:
-        return Result(error=f"{type(exc).__name__}: {exc}"[:500])
+        # httpx bounds each read; a receiver that trickles its answer is bounded here, as a whole.
+        async with asyncio.timeout(2 * timeout):
+            stream = deps.outbound.webhooks.stream(
+                "POST", delivery.url, content=content, headers=headers, timeout=timeout
+            )
+            async with stream as response:
+                await answer.read(response)
+    except (TimeoutError, httpx.HTTPError) as exc:
+        if answer.status_code is None:  # no answer at all: worth another try
+            return Result(error=_described(exc, f"no answer within {2 * timeout:g} s"))
+        answer.cut_short = True
     except (DestinationRefused, httpx.InvalidURL, ValueError) as exc:
         # Never sendable: a bad IDNA host, say, or an address the policy refuses (checked as it connects).
-        return Result(error=f"{type(exc).__name__}: {exc}"[:500], permanent=True)
-    return Result(response.status_code, None, response.text[:KEPT_RESPONSE_CHARS], retry_after(response))
+        return Result(error=_described(exc), permanent=True)
+    return Result(answer.status_code, None, answer.body, answer.retry_after)
+
+
+@dataclass
+class Answer:
+    """What a receiver answered: its status at once, then the start of its body (never all of it:
+    a receiver must not be able to fill our memory)."""
+
+    status_code: int | None = None
+    retry_after: float | None = None
+    encoding: str = "utf-8"
+    kept: bytearray = field(default_factory=bytearray)
+    cut_short: bool = False
+
+    async def read(self, response: httpx.Response) -> None:
+        self.status_code, self.retry_after = response.status_code, retry_after(response)
+        self.encoding = response.encoding or "utf-8"
+        async for chunk in response.aiter_bytes():
+            self.kept += chunk
+            if len(self.kept) >= KEPT_RESPONSE_BYTES:
+                break
+
+    @property
+    def body(self) -> str:
+        """At most KEPT_RESPONSE_CHARS, the column's length, the mark of an answer cut short included."""
+        mark = CUT_SHORT if self.cut_short else ""
+        text = bytes(self.kept[:KEPT_RESPONSE_BYTES]).decode(self.encoding, errors="replace")
+        return text[: KEPT_RESPONSE_CHARS - len(mark)] + mark
+
+
+def _described(exc: BaseException, default: str = "") -> str:
+    return f"{type(exc).__name__}: {str(exc) or default}"[:500]
 
 
 async def record(

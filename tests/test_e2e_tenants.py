@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.db.models import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
@@ -175,3 +176,42 @@ async def test_a_delivery_past_its_give_up_time_is_never_sent(
 async def delivery_of(sessions, task_id: str) -> WebhookDelivery:
     async with sessions() as session:
         return (await session.execute(select(WebhookDelivery).where(WebhookDelivery.task_id == task_id))).scalar_one()
+
+
+class EndlessReceiver:
+    """Answers 200 at once, then a body that never ends: a trickle, or a flood."""
+
+    def __init__(self, chunk: bytes, pause_s: float) -> None:
+        self.chunk, self.pause_s, self.sent = chunk, pause_s, 0
+        self.server = ThreadServer(Starlette(routes=[Route("/hook", self.handle, methods=["POST"])]))
+        self.url = self.server.url + "/hook"
+
+    async def handle(self, request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                self.sent += len(self.chunk)
+                yield self.chunk
+                await asyncio.sleep(self.pause_s)
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+
+async def test_a_receiver_that_never_finishes_its_answer_cannot_hold_a_delivery(
+    start_gateway: StartGateway, start_server: StartServer, client_of: ClientOf, kie: Emulator, sessions
+) -> None:
+    gateway = await start_gateway(webhook_allow_private=True, webhook_timeout_s=1)
+    await kie.set_faults(generate_s=0.1)
+    trickle, flood = EndlessReceiver(b"x" * 3000, 5), EndlessReceiver(b"y" * 65536, 0)
+    for receiver in (trickle, flood):
+        await start_server(receiver.server)
+    async with client_of(gateway) as client:
+        task_ids = [await submit(client, webhookUrl=receiver.url) for receiver in (trickle, flood)]
+        rows = await wait_until(lambda: attempts(sessions), lambda found: len(found) == 2, timeout=15)
+    by_task = {delivery.task_id: (delivery, attempt) for delivery, attempt in rows}
+    (trickled, trickled_attempt), (flooded, flooded_attempt) = (by_task[task_id] for task_id in task_ids)
+    # The status came at once, so each was delivered; the answer kept is its start only.
+    assert trickled.state == "delivered" and trickled_attempt.response_body.endswith("x [answer cut short]")
+    assert len(trickled_attempt.response_body) == 2048
+    assert trickled_attempt.duration_ms < 5000
+    assert flooded.state == "delivered" and flooded_attempt.response_body == "y" * 2048
+    assert flood.sent < 10 * 1024 * 1024  # read no further than needed, not to the end of a flood

@@ -40,6 +40,13 @@ def asyncpg_bounds(timeout_s: float | None) -> dict[str, float]:
     return {"timeout": timeout_s, "command_timeout": timeout_s} if timeout_s else {}
 
 
+def _abandoned_transactions_end(timeout_s: float | None) -> dict[str, Any]:
+    """No transaction of imagehook's waits between statements (none spans an upstream call), so one
+    idle for a minute was abandoned: by a replica cut off from the database mid-transaction, whose
+    server side would otherwise hold its row locks until TCP gives up, which can take hours."""
+    return {"server_settings": {"idle_in_transaction_session_timeout": "60000"}} if timeout_s else {}
+
+
 def _postgres_engine(url: str, timeout_s: float | None, pool_bounds: dict[str, Any]) -> AsyncEngine:
     return create_async_engine(
         url,
@@ -47,7 +54,7 @@ def _postgres_engine(url: str, timeout_s: float | None, pool_bounds: dict[str, A
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
-        connect_args=asyncpg_bounds(timeout_s),
+        connect_args=asyncpg_bounds(timeout_s) | _abandoned_transactions_end(timeout_s),
         **pool_bounds,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -18,7 +19,11 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.U
 
 async def send(http: httpx.AsyncClient, label: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
-        return await http.request(method, url, **kwargs)
+        # httpx bounds each step of the exchange; this bounds the whole, however an answer trickles in.
+        async with asyncio.timeout(deadline_s(http.timeout)):
+            return await http.request(method, url, **kwargs)
+    except TimeoutError:
+        raise ProviderUnavailable(f"{label} did not answer in time", maybe_created=True) from None
     except httpx.TimeoutException as exc:
         raise ProviderUnavailable(
             f"{label} did not answer in time", maybe_created=not isinstance(exc, NOT_SENT)
@@ -28,6 +33,12 @@ async def send(http: httpx.AsyncClient, label: str, method: str, url: str, **kwa
         raise ProviderUnavailable(f"{label} unreachable: {type(exc).__name__}", maybe_created=maybe_created) from None
     except (ValueError, TypeError, httpx.InvalidURL) as exc:  # e.g. a body that cannot be encoded: never will be
         raise ProviderRejected(f"request to {label} could not be built: {type(exc).__name__}") from None
+
+
+def deadline_s(timeout: httpx.Timeout) -> float | None:
+    """Time enough for every step of one exchange to take as long as it may."""
+    steps = (timeout.connect, timeout.write, timeout.read, timeout.pool)
+    return None if None in steps else sum(steps)  # type: ignore[arg-type]
 
 
 def json_or_none(response: httpx.Response) -> Any:
