@@ -22,6 +22,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.settings import Settings
 
+# Far above what any client of this API sends (a browser's cookies included), far below a memory problem.
+MAX_HEADER_BYTES = 64 * 1024
+REFUSED_LINGER_S = 1.0
+
 
 def build_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
     # One waiting list per server: servers sharing a process must not evict each other's connections.
@@ -68,6 +72,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.settings, self.waiting = settings, waiting
         self.deadline: asyncio.TimerHandle | None = None
+        self.header_bytes = 0  # received since the current request's headers began; None once they are in
+        self.refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -77,12 +83,34 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.waiting.add(self)
         self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
 
+    def data_received(self, data: bytes) -> None:
+        # httptools keeps headers in memory however large they grow: bound them.
+        if self.refused:
+            return  # read and dropped: closing with unread data would reset the line, losing the answer
+        if self.header_bytes is not None:
+            self.header_bytes += len(data)
+            if self.header_bytes > MAX_HEADER_BYTES:
+                self._refuse(431, f"Request headers larger than {MAX_HEADER_BYTES} bytes")
+                return
+        super().data_received(data)
+
+    def _refuse(self, status: int, error: str) -> None:
+        """Answer, end our side, and close a moment later, whatever the client still sends meanwhile."""
+        self.refused = True
+        self._clear_deadline()
+        self.transport.write(error_response(status, error))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.header_bytes = self.header_bytes or 0
         if self.deadline is None:  # a later request on a kept-alive connection
             self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:
+        self.header_bytes = None
         super().on_headers_complete()
         self.waiting.discard(self)
         self._set_deadline(self.settings.body_timeout_s, self.transport.close)
@@ -103,8 +131,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP gets a JSON error too, like every other error of the service."""
-        self.transport.write(error_response(400, msg))
-        self.transport.close()
+        self._refuse(400, msg)
 
     def _evict_oldest_waiting(self) -> bool:
         victim = self.waiting.oldest()

@@ -218,3 +218,13 @@ async def test_bytes_that_are_not_http_get_a_json_400(timed_gateway: ProcessServ
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
     assert json.loads(body) == {"error": "Invalid HTTP request received."}
+
+
+async def test_headers_past_their_bound_are_refused_431(timed_gateway: ProcessServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", timed_gateway.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), timeout=MARGIN_S)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431")
+    assert json.loads(body) == {"error": "Request headers larger than 65536 bytes"}
