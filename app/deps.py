@@ -13,17 +13,17 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.balance import CachedBalance
 from app.db.engine import create_engine, create_sessions
-from app.db.loader import TaskLoader, open_loader
 from app.db.queries import CHANGED_TASKS
-from app.group_commit import GroupCommit
-from app.keys_cache import KeyCache
-from app.outbound import Outbound, Resolver, open_outbound, resolve
+from app.outbox.outbound import Outbound, Resolver, open_outbound, resolve
 from app.providers import Provider, build_providers
+from app.providers.balance import CachedBalance
+from app.reads.key_cache import KeyCache
+from app.reads.loader import TaskLoader, open_loader
+from app.reads.status_cache import StatusCache
+from app.reads.watch import TaskWatch
 from app.settings import Settings
-from app.status_cache import StatusCache
-from app.watch import TaskWatch
+from app.tasks.group_commit import GroupCommit
 
 
 def utc_now() -> datetime:

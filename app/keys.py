@@ -8,8 +8,8 @@ import secrets
 from dataclasses import dataclass
 
 from app.db import queries
-from app.db.models import ApiKey
 from app.db.outage import stale_if_error
+from app.db.tables import ApiKey
 from app.deps import Deps
 from app.errors import NotFound, Unauthorized
 

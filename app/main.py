@@ -17,16 +17,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api import callbacks, files, health, images, models, tasks, uploads, usage, webhooks
+from app.api import callbacks, catalogue, files, health, images, tasks, uploads, usage, webhooks
 from app.api.guard import RefuseNul
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
 from app.deps import Deps, open_deps
 from app.errors import DatabaseUnavailable, GatewayError
-from app.outbound import Resolver, resolve
+from app.outbox.outbound import Resolver, resolve
+from app.reads.watch import listen_postgres, watch_sqlite
 from app.settings import Settings
-from app.sweeper import run_sweeper
-from app.watch import listen_postgres, watch_sqlite
+from app.tasks.sweeper import run_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, run_sweeper_in_process: bool = True, resol
             *images.routes,
             *files.routes,
             *tasks.routes,
-            *models.routes,
+            *catalogue.routes,
             *uploads.routes,
             *webhooks.routes,
             *usage.routes,

@@ -25,7 +25,7 @@ from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlug
 
 from app.deps import Deps
 from app.errors import BadRequest, NotConfigured, PayloadTooLarge, ProviderRejected, ProviderUnavailable, Unavailable
-from app.providers.kie import KieClient
+from app.providers.kie.client import KieClient
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # most models take input images up to 10 MB
 MAX_ENCODED_CHARS = MAX_UPLOAD_BYTES * 4 // 3 + 4

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.providers import kie_signature
-from app.providers.models import MARKET
-from app.services import callback_url
+from app.providers.catalogue import MARKET
+from app.providers.kie import signature as kie_signature
 from app.settings import Settings
+from app.tasks.submit import callback_url
 from bench import e2e, seed, servers, sweep, wrk
 from bench.report import Row, compared, ms
 from bench.servers import Server

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import is_sqlite
-from app.db.models import ApiKey, StoredFile, Task
+from app.db.tables import ApiKey, StoredFile, Task
 from app.keys import KEY_PREFIX, hash_key, new_webhook_secret
 
 # Upstream ids of seeded in-flight tasks start with this, so the callback pool can be found and reset.

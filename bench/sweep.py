@@ -1,4 +1,4 @@
-"""Sweeper rounds timed in process (app.sweeper.sweep_once) against the bench database.
+"""Sweeper rounds timed in process (app.tasks.sweeper.sweep_once) against the bench database.
 
 The round works on probe tasks: in flight, with upstream ids of real emulator jobs that are still
 generating, so each check is a real recordInfo call and a reschedule. They fall due an hour from
@@ -16,10 +16,10 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import queries
-from app.db.models import Task
+from app.db.tables import Task
 from app.deps import Deps, open_deps, utc_now
 from app.settings import Settings
-from app.sweeper import BATCH_SIZE, sweep_once
+from app.tasks.sweeper import BATCH_SIZE, sweep_once
 from bench import seed, servers
 
 AHEAD = timedelta(hours=1)

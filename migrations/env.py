@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db.models import Base
+from app.db.tables import Base
 from app.settings import DEFAULT_DATABASE_URL
 
 config = context.config

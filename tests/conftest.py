@@ -26,12 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db.engine import create_engine, is_sqlite
 from app.db.migrate import upgrade
-from app.db.models import ApiKey, Base, CallbackEvent, Task, TaskEvent
+from app.db.tables import ApiKey, Base, CallbackEvent, Task, TaskEvent
 from app.emulator import create_emulator
 from app.keys import hash_key, new_webhook_secret
 from app.main import create_app
-from app.outbound import resolve
-from app.providers import kie_signature
+from app.outbox.outbound import resolve
+from app.providers.kie import signature as kie_signature
 from app.settings import Settings
 from tests.servers import ThreadServer, free_port
 

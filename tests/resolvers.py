@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.outbound import resolve
+from app.outbox.outbound import resolve
 
 
 class Scripted:

@@ -32,7 +32,7 @@ from app.client import (
     WebhookVerificationError,
     verify_webhook,
 )
-from app.client_cli import CLEAR_LINE, Progress, add_generate_command
+from app.client.generate import CLEAR_LINE, Progress, add_generate_command
 
 BASE = "http://gateway.test"
 KEY = "ih_test-key"

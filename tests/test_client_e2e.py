@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.client import AsyncImagehook, ImagehookError
-from app.client_cli import add_generate_command
+from app.client.generate import add_generate_command
 from tests.conftest import Emulator, Gateway, wait_until
 
 MakeKey = Callable[[str], Awaitable[str]]

@@ -15,18 +15,18 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from starlette.requests import Request
 
-from app import services
 from app.db import outage
 from app.db.engine import create_engine
-from app.db.models import ApiKey
 from app.db.outage import Breaker, is_outage
+from app.db.tables import ApiKey
 from app.deps import Deps, open_deps, utc_now
 from app.errors import DatabaseUnavailable, NotFound, Unauthorized
 from app.keys import authenticate, hash_key
-from app.keys_cache import KeyCache
 from app.main import database_error
+from app.reads.key_cache import KeyCache
+from app.reads.status_cache import CachedStatus, StatusCache
 from app.settings import Settings
-from app.status_cache import CachedStatus, StatusCache
+from app.tasks.status import read_status, wait_for_status
 from tests.servers import free_port
 
 TIMEOUT_S = 1.0
@@ -189,12 +189,12 @@ async def test_status_reads_answer_the_last_known_status_to_its_owner_only(deps_
     deps = deps_without_database
     known = CachedStatus(owner=1, terminal=False, body=b'{"state":"pending"}')
     deps.status_cache.put("ih_known", known, deps.status_cache.epoch)
-    assert await services.read_status(deps, 1, "ih_known") == known
+    assert await read_status(deps, 1, "ih_known") == known
     with pytest.raises(NotFound):
-        await services.read_status(deps, 2, "ih_known")
+        await read_status(deps, 2, "ih_known")
     with pytest.raises(DatabaseUnavailable):
-        await services.read_status(deps, 1, "ih_never-read")
-    assert await services.wait_for_status(deps, api_key_id=1, task_id="ih_known", wait_s=0.6) == known
+        await read_status(deps, 1, "ih_never-read")
+    assert await wait_for_status(deps, api_key_id=1, task_id="ih_known", wait_s=0.6) == known
 
 
 async def test_a_key_found_valid_before_still_works_and_an_unknown_one_is_unavailable(

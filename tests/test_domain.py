@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from app.domain import Backoff, State, states_before
+from app.tasks.domain import Backoff, State, states_before
 
 P, R, S, F = State.PENDING, State.PROCESSING, State.SUCCESS, State.FAIL
 ALLOWED = {(P, R), (P, S), (P, F), (R, S), (R, F)}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.db.migrate import downgrade, upgrade
-from app.db.models import CallbackEvent, Task
+from app.db.tables import CallbackEvent, Task
 from tests.conftest import Emulator, Gateway, StartGateway, count_rows, wait_for_state
 from tests.test_e2e_flow import submit
 

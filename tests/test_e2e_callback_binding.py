@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.db.models import Task, TaskEvent
-from app.services import callback_token
+from app.db.tables import Task, TaskEvent
+from app.tasks.submit import callback_token
 from tests.conftest import SECRET, Emulator, callback_verdicts, load_task, market_callback, post_signed, wait_until
 from tests.test_e2e_flow import submit
 

@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app import copies
-from app.copies import copy_due
-from app.db.models import StoredFile, Task
+from app.db.tables import StoredFile, Task
 from app.deps import open_deps
 from app.emulator.images import render
-from app.outbound import Resolver, resolve
+from app.outbox import copies
+from app.outbox.copies import copy_due
+from app.outbox.outbound import Resolver, resolve
 from tests.conftest import (
     Emulator,
     Gateway,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.db.models import Task
+from app.db.tables import Task
 from tests.conftest import Emulator, Gateway, StartGateway, count_rows
 
 GENERATE = "/api/images/generate"

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import make_url
 
-from app.db.models import Task
+from app.db.tables import Task
 from app.main import create_app
-from app.watch import LISTENER_NAME
+from app.reads.watch import LISTENER_NAME
 from tests.conftest import Emulator, Gateway, StartGateway, gateway_settings, wait_for_state, wait_until
 from tests.servers import ThreadServer, free_port
 from tests.tcp_proxy import TcpProxy
@@ -158,7 +158,7 @@ async def test_a_cut_to_postgresql_answers_503_at_once_serves_known_statuses_and
         assert_unavailable(never_seen)
         assert_unavailable(unknown_key)  # it may be valid: not a 401
         assert max(submit_s, ready_s, known_s, never_seen_s, unknown_key_s) < BOUND_S
-        sweeper_lines = [r for r in caplog.records if r.name == "app.sweeper" and r.levelno >= logging.WARNING]
+        sweeper_lines = [r for r in caplog.records if r.name == "app.tasks.sweeper" and r.levelno >= logging.WARNING]
         assert not [r for r in sweeper_lines if r.exc_info]  # one line a round, no tracebacks
         assert len(sweeper_lines) < 3 * outage_s / gateway.settings.sweep_interval_s  # paced, not spinning
 

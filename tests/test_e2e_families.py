@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.db.models import Task
+from app.db.tables import Task
 from tests.conftest import Emulator, callback_verdicts, count_rows, load_task, wait_for_state
 from tests.test_e2e_flow import submit
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.db.models import Task
+from app.db.tables import Task
 from tests.conftest import (
     Emulator,
     StartGateway,

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from app.db.models import CallbackEvent
+from app.db.tables import CallbackEvent
 from tests.conftest import (
     Emulator,
     callback_verdicts,

@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 from sqlalchemy import select
 
-from app.db.models import Task
+from app.db.tables import Task
 from tests.conftest import Emulator, gateway_env, wait_until
 from tests.servers import ProcessServer, ThreadServer, free_port
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.outbound import DestinationRefused, pinned_client, webhook_policy
+from app.outbox.outbound import DestinationRefused, pinned_client, webhook_policy
 from tests.conftest import ClientOf, Emulator, StartGateway, StartServer
 from tests.resolvers import Scripted
 from tests.servers import ThreadServer

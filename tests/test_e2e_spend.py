@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.db.models import ApiKey, CallbackEvent, Task, TaskEvent
+from app.db.tables import ApiKey, CallbackEvent, Task, TaskEvent
 from app.deps import open_deps
-from app.purge import purge
+from app.tasks.retention import purge
 from tests.conftest import EMULATOR_API_KEY, Emulator, Gateway, StartGateway, count_rows, wait_for_state, wait_until
 from tests.test_e2e_flow import submit
 

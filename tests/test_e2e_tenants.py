@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.db.models import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
+from app.db.tables import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
 from tests.conftest import (
     ClientOf,
     Emulator,

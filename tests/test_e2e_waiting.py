@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.db.models import Task
+from app.db.tables import Task
 from tests.conftest import (
     Emulator,
     StartGateway,

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
+from app.db.tables import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import open_deps
 from app.keys import new_webhook_secret, rotate_webhook_secret
 from tests.conftest import (

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.emulator import Faults, create_emulator, images
-from app.providers import kie_signature
+from app.providers.kie import signature as kie_signature
 
 API_KEY = "test-key"
 HMAC_KEY = "test-hmac-key"

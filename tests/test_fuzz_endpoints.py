@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.services import callback_token
+from app.tasks.submit import callback_token
 from tests.conftest import SECRET, Emulator, Gateway
 from tests.test_e2e_flow import submit
 

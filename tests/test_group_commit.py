@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import insert, select
 
-from app.db.models import CallbackEvent
-from app.group_commit import GroupCommit
+from app.db.tables import CallbackEvent
+from app.tasks.group_commit import GroupCommit
 from tests.conftest import Emulator, callback_verdicts, count_rows, market_callback, post_signed, wait_for_state
 from tests.test_e2e_flow import submit
 

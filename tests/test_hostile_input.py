@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from app.db.models import CallbackEvent, IdempotencyKey, Task, TaskEvent, UpstreamSend
-from app.providers import kie_signature
+from app.db.tables import CallbackEvent, IdempotencyKey, Task, TaskEvent, UpstreamSend
+from app.providers.kie import signature as kie_signature
 from tests.conftest import HMAC_KEY, Emulator, callback_verdicts, count_rows, load_task, market_callback
 from tests.test_e2e_flow import submit
 

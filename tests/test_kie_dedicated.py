@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.domain import State, Update
-from app.providers.kie_dedicated import read_4o_callback, read_4o_record, read_flux_callback, read_flux_record
+from app.providers.kie.dedicated import read_4o_callback, read_4o_record, read_flux_callback, read_flux_record
+from app.tasks.domain import State, Update
 
 IMG = "https://tempfile.aiquickdraw.com/s/1.png"
 IMG2 = "https://tempfile.aiquickdraw.com/s/2.png"

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from app.domain import State, Update
 from app.errors import ProviderRejected, ProviderUnavailable
-from app.providers.kie import CALLBACK_READERS, KieClient
-from app.providers.kie_market import callback_task_id, read_callback, read_record
-from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, MODELS, Api
-from app.validation import parse_generate
+from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET, MODELS, Api
+from app.providers.kie.client import CALLBACK_READERS, KieClient
+from app.providers.kie.market import callback_task_id, read_callback, read_record
+from app.tasks.domain import State, Update
+from app.tasks.validation import parse_generate
 from tests.mock_http import Handler, answer, raising
 
 BASE = "https://kie.test"

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.domain import State, Update
 from app.errors import ProviderRejected, ProviderUnavailable
-from app.providers.kvid import KvidClient
-from app.providers.models import KVID, MODELS
-from app.validation import parse_generate
+from app.providers.catalogue import KVID, MODELS
+from app.providers.kvid.client import KvidClient
+from app.tasks.domain import State, Update
+from app.tasks.validation import parse_generate
 from tests.mock_http import Handler, answer, raising
 
 BASE = "https://kvid.test"

@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from app.db.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
-from app.db.models import Base
+from app.db.tables import Base
 
 
 def test_migrations_have_a_single_head(database_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.outbound import DestinationRefused, copy_policy, is_public, pinned_client, webhook_policy
+from app.outbox.outbound import DestinationRefused, copy_policy, is_public, pinned_client, webhook_policy
 from tests.resolvers import Scripted
 
 REFUSED = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.providers.models import MODELS
+from app.providers.catalogue import MODELS
 from app.providers.params import Param, enum, flag, integer, is_absolute_http_url, number, text, url
 
 RATIO = enum("aspect_ratio", "1:1 16:9 auto", default="1:1")

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
-from app.db.loader import EngineFetch, SqliteFetch, TaskLoader, TaskStatus, open_loader
-from app.db.models import Task
-from app.keys_cache import KeyCache
-from app.status_cache import CachedStatus, StatusCache
+from app.db.tables import Task
+from app.reads.key_cache import KeyCache
+from app.reads.loader import EngineFetch, SqliteFetch, TaskLoader, TaskStatus, open_loader
+from app.reads.status_cache import CachedStatus, StatusCache
 from tests.conftest import Emulator, StartGateway, market_callback, post_signed, wait_until
 from tests.test_e2e_faults import slow_task
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import InvalidKey, LocalStorage, TooLarge
+from app.outbox.storage import InvalidKey, LocalStorage, TooLarge
 
 
 async def stream(*chunks: bytes, pause: asyncio.Event | None = None) -> AsyncIterator[bytes]:

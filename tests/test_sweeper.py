@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from app.db import queries
-from app.db.models import ApiKey, Task
+from app.db.tables import ApiKey, Task
 from app.deps import Deps, open_deps
 from app.keys import new_webhook_secret
-from app.sweeper import sweep_once
+from app.tasks.sweeper import sweep_once
 from tests.conftest import EMULATOR_API_KEY, Emulator, gateway_settings
 
 

@@ -1,7 +1,7 @@
 """parse_generate: what a client's generate body becomes upstream, and how a bad one is refused.
 
 Per-model limits, defaults and quirks below are written out from the providers' docs (kie-api-facts §3, §4, §8)
-rather than read back from app.providers.models, so a wrong table entry fails here instead of agreeing with itself.
+rather than read back from app.providers.catalogue, so a wrong table entry fails here instead of agreeing with itself.
 The table is read only to make sure every model gets the generic checks.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from app.errors import BadRequest
-from app.providers.models import MODELS
-from app.validation import COMMON_FIELDS, parse_generate
+from app.providers.catalogue import MODELS
+from app.tasks.validation import COMMON_FIELDS, parse_generate
 
 URL = "https://cdn.example.com/a.png"
 PRO, NB2, BANANA, EDIT = "nano-banana-pro", "nano-banana-2", "google/nano-banana", "google/nano-banana-edit"

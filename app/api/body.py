@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import BadRequest, PayloadTooLarge
-from app.untrusted import UntrustedInputError, load_json, unstorable
+from app.inbound.untrusted import UntrustedInputError, load_json, unstorable
 
 
 async def read_body(request: Request, limit: int) -> bytes:

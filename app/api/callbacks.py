@@ -7,9 +7,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.api.body import read_body
-from app.callbacks import ROUTE_APIS, receive_callback
 from app.deps import Deps
 from app.errors import NotFound
+from app.tasks.inbox import ROUTE_APIS, receive_callback
 
 
 async def provider_callback(request: Request) -> JSONResponse:

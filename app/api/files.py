@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from app import copies, query
 from app.api.auth import owner_of
 from app.deps import Deps
 from app.errors import NotFound
-from app.storage import open_storage
+from app.inbound import url_values as query
+from app.outbox import copies
+from app.outbox.storage import open_storage
 
 log = logging.getLogger(__name__)
 

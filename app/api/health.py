@@ -11,7 +11,7 @@ from starlette.routing import Route
 from app.db.migrate import current_revision
 from app.deps import Deps
 from app.errors import DatabaseUnavailable
-from app.providers.kie import KieClient
+from app.providers.kie.client import KieClient
 
 log = logging.getLogger(__name__)
 

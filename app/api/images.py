@@ -8,12 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app import query, services
 from app.api.auth import owner_of
 from app.api.body import read_json
 from app.deps import Deps
 from app.errors import BadRequest
-from app.validation import parse_generate
+from app.inbound import url_values as query
+from app.tasks import submit
+from app.tasks.status import read_status, wait_for_status
+from app.tasks.validation import parse_generate
 
 MAX_WAIT_S = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=([0-9]{1,6})")
@@ -51,10 +53,10 @@ async def generate(request: Request) -> JSONResponse:
     owner = await owner_of(request)
     key, wait = idempotency_key(request), preferred_wait(request)
     submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
-    task_id = await services.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+    task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
     if wait is None:
         return JSONResponse({"taskId": task_id})
-    status = await services.wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+    status = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
     return Response(status.body, media_type="application/json", headers={"Preference-Applied": f"wait={wait}"})
 
 
@@ -67,9 +69,9 @@ async def status(request: Request) -> JSONResponse:
     query.task_id(task_id)
     wait = query_wait(request)
     if wait:
-        status = await services.wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
+        status = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
     else:
-        status = await services.read_status(deps, owner, task_id)
+        status = await read_status(deps, owner, task_id)
     return Response(status.body, media_type="application/json")
 
 

@@ -8,9 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app import listing, query, services
 from app.api.auth import owner_of
 from app.deps import Deps
+from app.inbound import url_values as query
+from app.reads import listing
+from app.tasks.status import read_status, status_changes
 
 KEEPALIVE_S = 15.0  # keeps proxies from closing a quiet stream
 
@@ -29,13 +31,13 @@ async def task_events(request: Request) -> StreamingResponse:
     deps: Deps = request.state.deps
     owner, task_id = await owner_of(request), request.path_params["task_id"]
     query.task_id(task_id)
-    await services.read_status(deps, owner, task_id)  # 404 before the stream starts
+    await read_status(deps, owner, task_id)  # 404 before the stream starts
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(deps, owner, task_id), media_type="text/event-stream", headers=headers)
 
 
 async def _sse(deps: Deps, owner: int, task_id: str) -> AsyncIterator[str]:
-    changes = services.status_changes(deps, api_key_id=owner, task_id=task_id, keepalive_s=KEEPALIVE_S)
+    changes = status_changes(deps, api_key_id=owner, task_id=task_id, keepalive_s=KEEPALIVE_S)
     async for status in changes:
         if status is None:
             yield ": keepalive\n\n"

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import usage
 from app.api.auth import owner_of
+from app.reads import usage
 
 
 async def get_usage(request: Request) -> JSONResponse:

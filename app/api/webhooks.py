@@ -6,9 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import deliveries, listing, query
 from app.api.auth import owner_of
 from app.errors import NotFound
+from app.inbound import url_values as query
+from app.outbox import deliveries
+from app.reads import listing
 
 
 async def list_deliveries(request: Request) -> JSONResponse:

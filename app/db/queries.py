@@ -10,8 +10,8 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db.models import ApiKey, Base, IdempotencyKey, Task, TaskEvent
-from app.domain import TERMINAL, State, Update
+from app.db.tables import ApiKey, Base, IdempotencyKey, Task, TaskEvent
+from app.tasks.domain import TERMINAL, State, Update
 
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from app.emulator.faults import Faults
 from app.emulator.jobs import Job
-from app.providers import kie_signature
+from app.providers.kie import signature as kie_signature
 
 # recordInfoByTask counts status queries of every family per job id (market, 4o, Flux, kvid status and result);
 # fileDownloadsByPath counts result-file GETs per path. rateLimited counts creates refused by create_rate_limit.

@@ -6,11 +6,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from app.domain import Update
-from app.providers.kie import KieClient
-from app.providers.kvid import KvidClient
-from app.providers.models import Api, ModelSpec
+from app.providers.catalogue import Api, ModelSpec
+from app.providers.kie.client import KieClient
+from app.providers.kvid.client import KvidClient
 from app.settings import Settings
+from app.tasks.domain import Update
 
 LABELS = {"kie": "Kie.ai", "kvid": "kvid.ai"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from app.errors import ProviderRejected, ProviderUnavailable
-from app.untrusted import load_json
+from app.inbound.untrusted import load_json
 
 MAX_RETRY_AFTER_S = 3600.0
 

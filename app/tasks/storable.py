@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.domain import Update
+from app.inbound.untrusted import UNSTORABLE, clean_text, finite_number, is_upstream_id
 from app.providers.params import is_absolute_http_url
-from app.untrusted import UNSTORABLE, clean_text, finite_number, is_upstream_id
+from app.tasks.domain import Update
 
 MAX_IMAGES = 100
 MAX_URL = 4096

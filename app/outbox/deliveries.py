@@ -14,15 +14,15 @@ import httpx
 from sqlalchemy import select, update
 
 from app.db import queries
-from app.db.models import ApiKey, Task, WebhookAttempt, WebhookDelivery
+from app.db.tables import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps
-from app.domain import Backoff
 from app.errors import NotFound
-from app.outbound import DestinationRefused
+from app.inbound.untrusted import clean_text
+from app.outbox.outbound import DestinationRefused
+from app.outbox.webhooks import signed_request, signing_secrets
 from app.providers.http import retry_after
-from app.services import status_body
-from app.untrusted import clean_text
-from app.webhooks import signed_request, signing_secrets
+from app.tasks.domain import Backoff
+from app.tasks.status import status_body
 
 log = logging.getLogger(__name__)
 

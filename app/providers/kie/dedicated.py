@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.domain import State, Update
-from app.providers.kie_market import callback_task_id
+from app.providers.kie.market import callback_task_id
+from app.tasks.domain import State, Update
 
 _4O_FLAGS = {0: State.PROCESSING, 1: State.SUCCESS, 2: State.FAIL}
 _FLUX_FLAGS = {0: State.PROCESSING, 1: State.SUCCESS, 2: State.FAIL, 3: State.FAIL}

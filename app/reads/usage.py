@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db.models import Task
+from app.db.tables import Task
 from app.deps import Deps
 from app.errors import BadRequest
-from app.query import timestamp
+from app.inbound.url_values import timestamp
 
 GROUPS = ("model", "day", "key")
 

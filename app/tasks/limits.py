@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ApiKey, Task
-from app.domain import State
+from app.db.tables import ApiKey, Task
 from app.errors import PaymentRequired, TooManyRequests
+from app.tasks.domain import State
 
 RATE_WINDOW = timedelta(minutes=1)
 IN_FLIGHT_RETRY_AFTER_S = 5  # a hint: tasks usually finish within seconds to minutes

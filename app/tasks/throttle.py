@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import UpstreamSend
+from app.db.tables import UpstreamSend
 from app.deps import Deps
 
 

@@ -18,16 +18,18 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
-from app.db.models import CallbackEvent
+from app.db.tables import CallbackEvent
 from app.deps import Deps
-from app.domain import Update
 from app.errors import ProviderError
-from app.providers import Provider, kie_signature
-from app.providers.kie import CALLBACK_READERS
-from app.providers.kie_market import callback_task_id
-from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api
-from app.services import Outcome, apply_updates, callback_token
-from app.untrusted import clean_text, load_json, scrub
+from app.inbound.untrusted import clean_text, load_json, scrub
+from app.providers import Provider
+from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET, Api
+from app.providers.kie import signature as kie_signature
+from app.providers.kie.client import CALLBACK_READERS
+from app.providers.kie.market import callback_task_id
+from app.tasks.domain import Update
+from app.tasks.submit import callback_token
+from app.tasks.updates import Outcome, apply_updates
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 
-from app.domain import State, Update
 from app.errors import ProviderRejected, ProviderUnavailable
+from app.inbound.untrusted import finite_number, is_upstream_id
+from app.providers.catalogue import Api, ModelSpec
 from app.providers.http import json_or_none, refuse, send
-from app.providers.models import Api, ModelSpec
-from app.untrusted import finite_number, is_upstream_id
+from app.tasks.domain import State, Update
 
 LABEL = "kvid.ai"
 TRANSIENT_CODES = frozenset({408, 429}) | frozenset(range(500, 600))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from app.domain import State, Update
-from app.untrusted import finite_number, is_upstream_id, load_json
+from app.inbound.untrusted import finite_number, is_upstream_id, load_json
+from app.tasks.domain import State, Update
 
 # Two weeks: no generation runs longer, so a larger costTime is nonsense, not a duration (and would not fit).
 MAX_COST_MS = 14 * 86400 * 1000

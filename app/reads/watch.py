@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from app.db.engine import asyncpg_bounds
 from app.db.sqlite_thread import SqliteThread
-from app.status_cache import StatusCache
+from app.reads.status_cache import StatusCache
 
 log = logging.getLogger(__name__)
 

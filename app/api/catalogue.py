@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.providers import LABELS
-from app.providers.models import DEFAULT_MODEL, MODEL_LIST, ModelSpec
+from app.providers.catalogue import DEFAULT_MODEL, MODEL_LIST, ModelSpec
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:

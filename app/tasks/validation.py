@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import BadRequest
-from app.providers.models import DEFAULT_MODEL, MODELS, ModelSpec
+from app.outbox.webhooks import check_url_form
+from app.providers.catalogue import DEFAULT_MODEL, MODELS, ModelSpec
 from app.providers.params import Param, is_absolute_http_url
-from app.webhooks import check_url_form
 
 # Request fields every model may accept (each model's table says which it does).
 COMMON_FIELDS = ("aspectRatio", "resolution", "outputFormat", "negativePrompt", "seed", "numImages")

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.db.models import ApiKey, Task, WebhookDelivery
+from app.db.tables import ApiKey, Task, WebhookDelivery
 from app.errors import BadRequest
-from app.outbound import Resolver, is_public
+from app.outbox.outbound import Resolver, is_public
 
 ROTATION_OVERLAP = timedelta(days=1)
 RESOLVE_TIMEOUT_S = 5.0  # a submission does not wait longer on the webhook host's DNS

@@ -19,9 +19,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.models import Task
 from app.db.outage import is_outage
 from app.db.sqlite_thread import SqliteThread
+from app.db.tables import Task
 
 MAX_BATCH = 256
 
@@ -163,7 +163,7 @@ def _query(task_ids: list[str], connection: sqlite3.Connection) -> list[TaskStat
 
 
 def _decode(row: tuple[Any, ...]) -> TaskStatus:
-    """What SQLAlchemy's JSON and UTCDateTime types would make of SQLite's text (app/db/models.py)."""
+    """What SQLAlchemy's JSON and UTCDateTime types would make of SQLite's text (app/db/tables.py)."""
     task_id, owner, state, model, image_urls, stored_images, fail_msg, cost_time_ms, *times = row
     created_at, updated_at, completed_at = (_utc(value) for value in times)
     assert created_at is not None and updated_at is not None

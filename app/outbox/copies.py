@@ -21,15 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import uploads
 from app.db import queries
-from app.db.models import StoredFile, Task
+from app.db.tables import StoredFile, Task
 from app.deps import Deps
-from app.domain import Backoff
 from app.errors import BadRequest
-from app.outbound import DestinationRefused
+from app.inbound.untrusted import clean_text
+from app.outbox.outbound import DestinationRefused
+from app.outbox.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
 from app.providers.http import retry_after
 from app.settings import Settings
-from app.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
-from app.untrusted import clean_text
+from app.tasks.domain import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 
-from app.domain import Update
 from app.errors import ProviderUnavailable
-from app.providers import kie_dedicated, kie_market
+from app.inbound.untrusted import is_upstream_id
+from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET, Api, ModelSpec
 from app.providers.http import json_or_none, refuse, send
-from app.providers.models import FLUX_KONTEXT, GPT4O, MARKET, Api, ModelSpec
-from app.untrusted import is_upstream_id
+from app.providers.kie import dedicated as kie_dedicated
+from app.providers.kie import market as kie_market
+from app.tasks.domain import Update
 
 LABEL = "Kie.ai"
 UPLOAD_PATH = "imagehook"

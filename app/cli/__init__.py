@@ -17,18 +17,18 @@ from typing import TypeVar
 import httpx
 import uvicorn
 
-from app.client_cli import add_generate_command
+from app.client.generate import add_generate_command
 from app.db.engine import create_engine
 from app.db.migrate import upgrade
 from app.deps import Deps, open_deps
 from app.errors import NotConfigured, NotFound, ProviderError
 from app.keys import NewKey, create_key, rotate_webhook_secret, set_limits
-from app.providers.kie import KieClient
-from app.purge import parse_age, purge
+from app.providers.kie.client import KieClient
+from app.reads.usage import summarize
 from app.server import build_config
 from app.settings import Settings, SettingsError
-from app.sweeper import run_sweeper, sweep_once
-from app.usage import summarize
+from app.tasks.retention import parse_age, purge
+from app.tasks.sweeper import run_sweeper, sweep_once
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from app.db import queries
-from app.db.models import (
+from app.db.tables import (
     CallbackEvent,
     IdempotencyKey,
     StoredFile,
@@ -21,8 +21,8 @@ from app.db.models import (
     WebhookDelivery,
 )
 from app.deps import Deps
-from app.domain import TERMINAL
-from app.storage import open_storage
+from app.outbox.storage import open_storage
+from app.tasks.domain import TERMINAL
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from app import services
-from app.copies import BATCH_SIZE as COPY_BATCH_SIZE
-from app.copies import copy_due
 from app.db import queries
-from app.db.models import Task
 from app.db.outage import is_outage
-from app.deliveries import deliver_due
+from app.db.tables import Task
 from app.deps import Deps
-from app.domain import TIMED_OUT_MSG, Backoff, State, Update
 from app.errors import DatabaseUnavailable, NotConfigured, ProviderError, UpstreamRejected
-from app.providers.models import MODELS, ModelSpec
+from app.outbox.copies import BATCH_SIZE as COPY_BATCH_SIZE
+from app.outbox.copies import copy_due
+from app.outbox.deliveries import deliver_due
+from app.providers.catalogue import MODELS, ModelSpec
+from app.tasks import submit, updates
+from app.tasks.domain import TIMED_OUT_MSG, Backoff, State, Update
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up, but not
     # before a create it may have sent could have been answered by its callback.
-    lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), services.unknown_outcome_hold(deps))
+    lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), submit.unknown_outcome_hold(deps))
     lease_until = now + lease
     async with deps.write() as session:
         tasks = await queries.claim(session, Task.next_check_at, now, lease_until, limit)
@@ -58,12 +58,12 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
 async def visit_task(deps: Deps, task: Task) -> str:
     try:
         if deps.clock() >= task.created_at + timedelta(seconds=deps.settings.task_timeout_s):
-            await services.update_task(
+            await updates.update_task(
                 deps, task.id, Update(State.FAIL, fail_code="timeout", fail_msg=TIMED_OUT_MSG), "sweep"
             )
             return "timed_out"
         if task.upstream_id is None:
-            await services.send_task(deps, task)
+            await submit.send_task(deps, task)
             return "resubmitted"
         return await check_task(deps, task)
     except UpstreamRejected:
@@ -82,18 +82,18 @@ async def check_task(deps: Deps, task: Task) -> str:
     assert task.upstream_id is not None
     spec = MODELS[task.model]
     try:
-        change = await services.provider_for(deps, spec).query(spec.api, task.upstream_id)
+        change = await submit.provider_for(deps, spec).query(spec.api, task.upstream_id)
     except ProviderError as exc:
         log.info("status query for %s failed: %s", task.id, exc.message)
         change = None
     if change is not None and change.state.terminal:
-        await services.update_task(deps, task.id, change, "sweep")
+        await updates.update_task(deps, task.id, change, "sweep")
         return "completed"
     attempt = task.check_attempts + 1
     async with deps.write() as session:
         if change is not None:
-            await services.apply_update(deps, session, task.id, change, "sweep")
-        next_check = services.before_deadline(deps, task, check_backoff(deps, spec).delay(attempt))
+            await updates.apply_update(deps, session, task.id, change, "sweep")
+        next_check = submit.before_deadline(deps, task, check_backoff(deps, spec).delay(attempt))
         await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
     return "checked"
 

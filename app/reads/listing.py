@@ -11,14 +11,14 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
-from app import query
-from app.db.models import Task, TaskEvent, WebhookDelivery
+from app.db.tables import Task, TaskEvent, WebhookDelivery
 from app.deps import Deps
-from app.domain import State
 from app.errors import BadRequest
-from app.providers.models import MODELS
-from app.services import status_body
-from app.untrusted import load_json
+from app.inbound import url_values as query
+from app.inbound.untrusted import load_json
+from app.providers.catalogue import MODELS
+from app.tasks.domain import State
+from app.tasks.status import status_body
 
 # On PostgreSQL, ids are handed out at insert but become visible at commit, so a later id can
 # appear before an earlier one. The feed shows only events older than this, by which time

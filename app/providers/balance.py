@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.errors import ProviderError
-from app.providers.kie import KieClient
+from app.providers.kie.client import KieClient
 
 FRESH_FOR = timedelta(minutes=5)
 

@@ -1,0 +1,1 @@
+"""Checking what arrives from outside before anything else looks at it."""

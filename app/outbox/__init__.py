@@ -1,0 +1,1 @@
+"""Work owed to the outside world after a commit: webhook deliveries and result copies."""

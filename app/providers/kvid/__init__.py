@@ -1,0 +1,1 @@
+"""kvid.ai's image API."""

@@ -1,0 +1,1 @@
+"""Answering reads from imagehook's own database: caches, batched loads, change watch, listings."""

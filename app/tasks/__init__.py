@@ -1,0 +1,1 @@
+"""Tasks: their states, submission, updates, status, callbacks' inbox and the sweeper."""

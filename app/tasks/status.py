@@ -1,0 +1,114 @@
+"""A task's status as a client sees it: read (cached), waited for, streamed, and its JSON body."""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from app.db.outage import stale_if_error
+from app.db.tables import Task
+from app.deps import Deps
+from app.errors import NotFound
+from app.reads.loader import TaskStatus
+from app.reads.status_cache import CachedStatus
+from app.reads.watch import sleep_until_changed
+from app.tasks.domain import State
+
+log = logging.getLogger(__name__)
+
+
+UPSTREAM_URL_LIFETIME = timedelta(hours=24)
+
+
+async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
+    """The task's status object, as JSON: from the status cache, else from the database; while the
+    database is unavailable, the last one this process knew (DatabaseUnavailable if it knew none)."""
+    cached = deps.status_cache.get(task_id) or await stale_if_error(
+        load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id)
+    )
+    if cached.owner != api_key_id:
+        raise NotFound("Task not found")  # the same answer as for no task at all
+    return cached
+
+
+async def load_status(deps: Deps, task_id: str) -> CachedStatus:
+    epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
+    row = await deps.loader.load(task_id)
+    if row is None:
+        raise NotFound("Task not found")
+    body = encode_json(status_body(row, deps.settings.public_base_url))
+    cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
+    deps.status_cache.put(task_id, cached, epoch)
+    return cached
+
+
+def encode_json(content: object) -> bytes:
+    """What Starlette's JSONResponse would send."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def wait_for_status(deps: Deps, *, api_key_id: int, task_id: str, wait_s: float) -> CachedStatus:
+    """The task's status once terminal, or as it is after wait_s. Holds no connection while
+    waiting, and each look is a status read: a thousand waiters cost what a thousand reads do."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    with deps.watch.watch(task_id) as changed:
+        while True:
+            status = await read_status(deps, api_key_id, task_id)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if status.terminal or remaining <= 0:
+                return status
+            await sleep_until_changed(changed, remaining)
+
+
+async def status_changes(
+    deps: Deps, *, api_key_id: int, task_id: str, keepalive_s: float
+) -> AsyncIterator[CachedStatus | None]:
+    """Each new version of the task's status until it is terminal; None when keepalive_s passed quietly."""
+    seen, quiet_since = None, asyncio.get_running_loop().time()
+    status: CachedStatus | None = None
+    with deps.watch.watch(task_id) as changed:
+        while True:
+            # With the database out, the stream stays on the last status it read, even once the cache dropped it.
+            status = await stale_if_error(read_status(deps, api_key_id, task_id), lambda sent=status: sent)
+            now = asyncio.get_running_loop().time()
+            if status.body != seen:
+                seen, quiet_since = status.body, now
+                yield status
+            elif now - quiet_since >= keepalive_s:
+                quiet_since = now
+                yield None
+            if status.terminal:
+                return
+            await sleep_until_changed(changed, keepalive_s)
+
+
+def status_body(task: Task | TaskStatus, public_base_url: str) -> dict[str, object]:
+    """The task as clients see it. Each image is served from imagehook's own copy once it
+    exists; until then it is the provider's URL, which expires (`expiresAt`)."""
+    urls = image_urls(task, public_base_url) if task.state == State.SUCCESS else []
+    return {
+        "taskId": task.id,
+        "state": task.state,
+        "imageUrl": urls[0] if urls else None,
+        "imageUrls": urls,
+        "expiresAt": _upstream_expiry(task) if urls and len(task.stored_images) < len(urls) else None,
+        "failMsg": task.fail_msg if task.state == State.FAIL else None,
+        "costTime": task.cost_time_ms,
+        "model": task.model,
+        "createdAt": task.created_at.isoformat(),
+        "updatedAt": task.updated_at.isoformat(),
+    }
+
+
+def image_urls(task: Task | TaskStatus, public_base_url: str) -> list[str]:
+    stored = set(task.stored_images)
+    return [
+        f"{public_base_url}/api/images/{task.id}/files/{n}" if n in stored else url
+        for n, url in enumerate(task.image_urls)
+    ]
+
+
+def _upstream_expiry(task: Task | TaskStatus) -> str:
+    # Kie documents 24 hours in one place and 14 days in another: promise the shorter.
+    return ((task.completed_at or task.updated_at) + UPSTREAM_URL_LIFETIME).isoformat()

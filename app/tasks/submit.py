@@ -1,0 +1,206 @@
+"""Submitting tasks: store once (idempotently), then send upstream within the create window.
+
+No transaction is ever open while an upstream HTTP call is in flight: a task is stored and
+committed first, sent outside any transaction, and its answer recorded in a new one.
+"""
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from app.db import queries
+from app.db.tables import IdempotencyKey, Task
+from app.deps import Deps
+from app.errors import Conflict, NotConfigured, ProviderRejected, ProviderUnavailable, UpstreamRejected
+from app.inbound.untrusted import unstorable
+from app.outbox import webhooks
+from app.providers import LABELS, Provider
+from app.providers.catalogue import MODELS, Api, ModelSpec
+from app.tasks import limits, throttle
+from app.tasks.domain import Backoff, State, Update
+from app.tasks.updates import Outcome, update_task
+from app.tasks.validation import Submission
+
+log = logging.getLogger(__name__)
+
+
+SUBMIT_BACKOFF = Backoff(base_s=2.0, cap_s=300.0)
+
+
+def new_task_id() -> str:
+    return "ih_" + secrets.token_urlsafe(18)
+
+
+def callback_token(secret: str, task_id: str) -> str:
+    """The per-task secret in a callback URL: derived, so nothing extra is stored."""
+    digest = hmac.new(secret.encode(), f"kie-callback:{task_id}".encode(), hashlib.sha256).hexdigest()
+    return digest[:40]
+
+
+def callback_url(deps: Deps, task_id: str, api: Api) -> str | None:
+    """Where the provider reports back; None for providers that must be polled."""
+    if api.callback_route is None:
+        return None
+    token = callback_token(deps.settings.secret, task_id)
+    return f"{deps.settings.public_base_url}/callbacks/{api.callback_route}/{task_id}/{token}"
+
+
+def provider_for(deps: Deps, spec: ModelSpec) -> Provider:
+    provider = deps.providers.get(spec.api.provider)
+    if provider is None:
+        raise NotConfigured(f"{LABELS[spec.api.provider]} API key not configured")
+    return provider
+
+
+def first_check_delay(deps: Deps, spec: ModelSpec) -> float:
+    """Callback APIs are asked only once late; polled APIs are asked soon."""
+    return deps.settings.stale_after_s if spec.api.callback_route else deps.settings.poll_interval_s
+
+
+async def submit_task(
+    deps: Deps, *, api_key_id: int, submission: Submission, idempotency_key: str | None = None
+) -> str:
+    """Store the task, then send it. With an Idempotency-Key, a repeat returns the first task."""
+    provider_for(deps, submission.model)
+    if submission.webhook_url:
+        await webhooks.check_destination(
+            submission.webhook_url, deps.settings.webhook_allow_private, deps.outbound.resolver
+        )
+    fingerprint = submission.fingerprint()
+    if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
+        return earlier
+    task = new_task(deps, api_key_id, submission)
+    try:
+        async with deps.write() as session:
+            await limits.enforce(session, api_key_id, task.created_at, task.credit_reserve)
+            session.add(task)
+            if idempotency_key:
+                session.add(IdempotencyKey(**_key_row(api_key_id, idempotency_key, fingerprint, task)))
+            queries.add_event(session, task, task.created_at, "submit", State.PENDING, "created")
+    except IntegrityError:
+        # A concurrent retry with the same key committed first: answer with its task.
+        if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
+            return earlier
+        raise
+    await send_task(deps, task)
+    return task.id
+
+
+def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
+    now = deps.clock()
+    return Task(
+        id=new_task_id(),
+        api_key_id=api_key_id,
+        provider=submission.model.api.provider,
+        model=submission.model.name,
+        request=submission.payload,
+        state=State.PENDING.value,
+        image_urls=[],
+        stored_images=[],
+        credit_reserve=deps.settings.credit_estimate_per_image * submission.images_requested,
+        webhook_url=submission.webhook_url,
+        submit_attempts=0,
+        check_attempts=0,
+        # Keeps the sweeper off the task while this request sends it. If the process dies before
+        # the create call returns, the sweeper sends it once this has passed (see unknown_outcome_hold).
+        next_check_at=now + unknown_outcome_hold(deps),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _key_row(api_key_id: int, key: str, fingerprint: str, task: Task) -> dict[str, object]:
+    return {
+        "api_key_id": api_key_id,
+        "key": key,
+        "request_hash": fingerprint,
+        "task_id": task.id,
+        "created_at": task.created_at,
+    }
+
+
+async def idempotent_task(deps: Deps, api_key_id: int, key: str, fingerprint: str) -> str | None:
+    """The task an earlier request with this key made, or None; 409 if that request differed."""
+    async with deps.sessions() as session:
+        row = await queries.get_idempotency_key(session, api_key_id, key)
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise Conflict("Idempotency-Key was already used with a different request")
+    return row.task_id
+
+
+async def send_task(deps: Deps, task: Task) -> None:
+    """Create the task upstream. Transient failures leave it pending for the sweeper;
+    a definitive rejection fails it and raises UpstreamRejected."""
+    spec = MODELS[task.model]
+    provider = provider_for(deps, spec)
+    if problem := unstorable(task.request):  # stored before requests were checked for this; can never be sent
+        await update_task(
+            deps, task.id, Update(State.FAIL, fail_code="invalid", fail_msg=f"Request {problem}"), "submit"
+        )
+        return
+    slot = await throttle.take_slot(deps, spec.api.provider)
+    if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
+        async with deps.write() as session:
+            await queries.reschedule(session, task.id, slot.free_at)
+        return
+    started = deps.clock()
+    try:
+        upstream_id = await create_in_slot(deps, provider, spec, task, slot)
+    except ProviderUnavailable as exc:
+        await retry_send_later(deps, task, exc, started)
+        return
+    except ProviderRejected as exc:
+        await update_task(deps, task.id, Update(State.FAIL, fail_code=str(exc.code), fail_msg=exc.message), "submit")
+        raise UpstreamRejected(f"{provider.label} error: {exc.message}", provider.rejection_status(exc.code)) from None
+    await record_created(deps, task, spec, upstream_id)
+
+
+def unknown_outcome_hold(deps: Deps) -> timedelta:
+    """How long a create that may have reached the provider is not repeated: until its callback,
+    which carries imagehook's own task id, is late. Sending it again sooner could make (and charge)
+    the task twice upstream."""
+    return timedelta(seconds=max(deps.settings.stale_after_s, deps.settings.upstream_timeout_s + 5))
+
+
+async def retry_send_later(deps: Deps, task: Task, exc: ProviderUnavailable, started: datetime) -> None:
+    delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
+    if exc.maybe_created:
+        delay = max(delay, (started + unknown_outcome_hold(deps) - deps.clock()).total_seconds())
+    log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
+    async with deps.write() as session:
+        next_send = before_deadline(deps, task, delay)
+        await queries.reschedule(session, task.id, next_send, submit_attempts=task.submit_attempts + 1)
+
+
+async def record_created(deps: Deps, task: Task, spec: ModelSpec, upstream_id: str) -> None:
+    now = deps.clock()
+    async with deps.write() as session:
+        next_check = before_deadline(deps, task, first_check_delay(deps, spec))
+        bound = await queries.record_submission(session, task.id, upstream_id, now, next_check)
+        if bound is not None:
+            # An early callback bound another upstream task. The create answer is what the provider
+            # said to imagehook itself, so it wins; a state that callback set stays (nothing leaves a
+            # terminal state), and the disagreement is kept in the task's history.
+            bound_id, state = bound
+            log.warning("task %s: created upstream as %s, but a callback named %s", task.id, upstream_id, bound_id)
+            detail = {"upstreamId": upstream_id, "boundUpstreamId": bound_id}
+            queries.add_event(session, task, now, "submit", state, Outcome.CONFLICT, **detail)
+
+
+async def create_in_slot(deps: Deps, provider: Provider, spec: ModelSpec, task: Task, slot: throttle.Slot) -> str:
+    try:
+        return await provider.create(spec, task.request, callback_url(deps, task.id, spec.api))
+    finally:
+        await throttle.mark_sent(deps, slot)
+
+
+def before_deadline(deps: Deps, task: Task, delay_s: float) -> datetime:
+    """Now + delay, but never past the moment the task times out."""
+    deadline = task.created_at + timedelta(seconds=deps.settings.task_timeout_s)
+    return min(deps.clock() + timedelta(seconds=delay_s), deadline)
