@@ -51,7 +51,7 @@ class Deps:
     _group_commits: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict)
 
     def group_commit(self, kind: str, write_group: Callable[[AsyncSession, list[Any]], Any]) -> GroupCommit[Any, Any]:
-        """The group commit of one kind of write (see app/group_commit.py), made on first use."""
+        """The group commit of one kind of write (see app/tasks/group_commit.py), made on first use."""
         if kind not in self._group_commits:
             self._group_commits[kind] = GroupCommit(self.write, write_group)
         return self._group_commits[kind]

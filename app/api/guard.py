@@ -1,7 +1,7 @@
 """Refusing, before any route runs, requests whose URL or headers hold a NUL character.
 
 No route of this service takes one, PostgreSQL cannot store or even compare one, and a query
-that fails on one must never be shared with another client's reads (see app/db/loader.py).
+that fails on one must never be shared with another client's reads (see app/reads/loader.py).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class ApiKey(Base):
     # After a rotation both secrets sign for a while, so receivers can switch without loss.
     previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
     webhook_secret_rotated_at: Mapped[datetime | None]
-    # Limits; NULL means unlimited. Enforced at submit against this table (see app/limits.py).
+    # Limits; NULL means unlimited. Enforced at submit against this table (see app/tasks/limits.py).
     rate_per_minute: Mapped[int | None]
     max_in_flight: Mapped[int | None]
     daily_credit_budget: Mapped[float | None]

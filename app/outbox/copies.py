@@ -125,7 +125,7 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
 async def open_image(deps: Deps, url: str) -> httpx.Response:
     """GET url as a stream. Redirects are followed by hand, so that every hop is checked against
     the allowlist: no URL a provider hands us can make imagehook fetch from anywhere else. The client
-    checks each address it connects to as well (app/outbound.py)."""
+    checks each address it connects to as well (app/outbox/outbound.py)."""
     http = deps.outbound.copies
     request = http.build_request("GET", url, timeout=deps.settings.copy_timeout_s)
     for _ in range(MAX_REDIRECTS + 1):

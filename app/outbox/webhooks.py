@@ -97,7 +97,7 @@ def check_url_form(url: Any) -> str:
 async def check_destination(url: str, allow_private: bool, resolver: Resolver) -> None:
     """Refuse at submit URLs that reach inside our own network (SSRF), unless explicitly allowed.
 
-    Every delivery is checked again where it connects (app/outbound.py), since DNS answers can change.
+    Every delivery is checked again where it connects (app/outbox/outbound.py), since DNS answers can change.
     """
     if allow_private:
         return

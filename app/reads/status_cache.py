@@ -3,7 +3,7 @@
 An entry is only ever served as current while something guarantees it is:
 - this process's own writes drop their tasks' entries as they commit (Deps.task_changed), so a
   read that starts after a callback was answered never sees the older state;
-- on PostgreSQL, every replica's writes arrive as NOTIFYs (app/watch.py) and drop entries here;
+- on PostgreSQL, every replica's writes arrive as NOTIFYs (app/reads/watch.py) and drop entries here;
   while that LISTEN connection is down no entry is current;
 - on SQLite, a monitor sees any commit by any connection or process (PRAGMA data_version) and
   empties the cache within FRESHNESS_POLL_S; until it runs no entry is current.

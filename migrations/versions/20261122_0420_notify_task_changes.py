@@ -17,7 +17,7 @@ down_revision: str | None = "dca5822a98c9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The columns a status object is made of (app/db/loader.py TaskStatus); json has no equality, so as text.
+# The columns a status object is made of (app/reads/loader.py TaskStatus); json has no equality, so as text.
 STATUS_COLUMNS = (
     "{r}.api_key_id, {r}.state, {r}.model, {r}.image_urls::text, {r}.stored_images::text, "
     "{r}.fail_msg, {r}.cost_time_ms, {r}.created_at, {r}.updated_at, {r}.completed_at"
