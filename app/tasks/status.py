@@ -1,5 +1,7 @@
 """A task's status as a client sees it: read (cached), waited for, streamed, and its JSON body."""
 
+from __future__ import annotations
+
 import asyncio
 import json
 import logging

@@ -4,6 +4,8 @@ No transaction is ever open while an upstream HTTP call is in flight: a task is 
 committed first, sent outside any transaction, and its answer recorded in a new one.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import logging

@@ -1,7 +1,10 @@
 """Applying updates: `apply_updates`, the one idempotent way a task's state changes.
 
-Callbacks (through the inbox) and the sweeper both end here; the caller owns the transaction.
+Callbacks (through the inbox) and the sweeper both end here. The caller owns the transaction;
+`update_task` is the one-update shorthand that opens its own.
 """
+
+from __future__ import annotations
 
 import enum
 import logging
