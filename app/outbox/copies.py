@@ -1,8 +1,8 @@
 """Copying result images to imagehook's own storage before the provider's URLs expire.
 
-Like webhook deliveries: the sweeper claims due rows with a lease, downloads each outside any
-transaction and records the outcome in a short one. A copy cut off by a restart keeps its lease
-until it expires and is then simply done again.
+Like webhook deliveries, through app/outbox/runner.py: the sweeper claims due rows with a lease,
+downloads each outside any transaction and records the outcome in a short one. A copy cut off by a
+restart keeps its lease until it expires and is then simply done again.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from app import uploads
 from app.db import queries
 from app.db.tables import StoredFile, Task
 from app.deps import Deps
-from app.errors import BadRequest
+from app.errors import BadRequest, GiveUp, RetryLater
 from app.inbound.untrusted import clean_text
+from app.outbox import runner
 from app.outbox.outbound import DestinationRefused
 from app.outbox.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
 from app.providers.http import retry_after
@@ -41,12 +42,6 @@ MAX_REDIRECTS = 3
 SNIFF_BYTES = 12  # enough for every image signature (WebP's is the longest)
 GIF_MAGIC = (b"GIF87a", b"GIF89a")
 TRANSIENT_STATUSES = frozenset({408, 429})  # and every 5xx
-
-
-class CopyError(Exception):
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message, self.permanent, self.retry_after = message, permanent, retry_after
 
 
 @dataclass(frozen=True)
@@ -74,33 +69,37 @@ def lease_s(settings: Settings) -> float:
 
 async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     """Copy every due image of one batch, concurrently. Returns what was done."""
-    rows = await claim_due(deps, limit)
-    storage = open_storage(deps.settings)
-    outcomes = await asyncio.gather(*(copy_one(deps, storage, row) for row in rows))
+    lease = timedelta(seconds=lease_s(deps.settings))
+    copier = Copier(deps, open_storage(deps.settings))
+    outcomes = await runner.run_due(deps, claim_copies, lease, limit, runner.settling(copier))
     return Counter(f"copy_{outcome}" for outcome in outcomes)
 
 
-async def claim_due(deps: Deps, limit: int) -> Sequence[StoredFile]:
-    now = deps.clock()
-    async with deps.write() as session:
-        lease_until = now + timedelta(seconds=lease_s(deps.settings))
-        return await queries.claim(session, StoredFile.next_attempt_at, now, lease_until, limit)
+async def claim_copies(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[StoredFile]:
+    return await queries.claim(session, StoredFile.next_attempt_at, now, lease_until, limit)
 
 
-async def copy_one(deps: Deps, storage: Storage, row: StoredFile) -> str:
-    try:
-        copied = await fetch(deps, storage, row)
-    except CopyError as exc:
-        return await record_failure(deps, row, exc)
-    except Exception as exc:
-        # One broken copy must not stop the batch; it is retried like any transient failure.
-        log.exception("copying image %d of %s failed", row.n, row.task_id)
-        return await record_failure(deps, row, CopyError(f"{type(exc).__name__}: {exc}"[:500]))
-    return await record_stored(deps, row, copied)
+@dataclass(frozen=True)
+class Copier:
+    """Copying one image (runner.Job): stored, skipped, or a failure to retry or give up on."""
+
+    deps: Deps
+    storage: Storage
+
+    def describe(self, row: StoredFile) -> str:
+        return f"copying image {row.n} of {row.task_id}"
+
+    async def work(self, row: StoredFile) -> Copied:
+        return await fetch(self.deps, self.storage, row)
+
+    async def settle(self, row: StoredFile, outcome: Copied | runner.Failure) -> str:
+        if isinstance(outcome, Copied):
+            return await record_stored(self.deps, row, outcome)
+        return await record_failure(self.deps, row, outcome)
 
 
 async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
-    """Download row's image straight into storage, checking it on the way; CopyError says why not."""
+    """Download row's image straight into storage, checking it on the way; RetryLater or GiveUp says why not."""
     settings = deps.settings
     try:
         async with asyncio.timeout(settings.copy_timeout_s):
@@ -113,11 +112,11 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
             finally:
                 await response.aclose()
     except TimeoutError:
-        raise CopyError(f"timed out after {settings.copy_timeout_s:g} s") from None
+        raise RetryLater(f"timed out after {settings.copy_timeout_s:g} s") from None
     except httpx.HTTPError as exc:  # network trouble, a cut-off or undecodable body: worth another try
-        raise CopyError(f"{type(exc).__name__}: {exc}"[:500]) from None
+        raise RetryLater(f"{type(exc).__name__}: {exc}"[:500]) from None
     except (StorageError, httpx.InvalidURL, DestinationRefused) as exc:  # too large; a URL, key or address never works
-        raise CopyError(str(exc)[:500], permanent=True) from None
+        raise GiveUp(str(exc)[:500]) from None
     assert body.media_type is not None  # put() consumed the stream, which checked it
     return Copied(stored, body.media_type)
 
@@ -130,13 +129,13 @@ async def open_image(deps: Deps, url: str) -> httpx.Response:
     request = http.build_request("GET", url, timeout=deps.settings.copy_timeout_s)
     for _ in range(MAX_REDIRECTS + 1):
         if not host_allowed(request.url, deps.settings.fetch_allowed_hosts):
-            raise CopyError("host not allowed", permanent=True)
+            raise GiveUp("host not allowed")
         response = await http.send(request, stream=True)
         if response.next_request is None:
             return response
         await response.aclose()
         request = response.next_request
-    raise CopyError("too many redirects", permanent=True)
+    raise GiveUp("too many redirects")
 
 
 def host_allowed(url: httpx.URL, patterns: Sequence[str]) -> bool:
@@ -152,15 +151,15 @@ def check_response(response: httpx.Response, max_bytes: int) -> None:
     """Refuse, before reading the body, what cannot become a stored image."""
     status = response.status_code
     if status in TRANSIENT_STATUSES or status >= 500:
-        raise CopyError(f"HTTP {status}", retry_after=retry_after(response))
+        raise RetryLater(f"HTTP {status}", retry_after(response))
     if not 200 <= status < 300:
-        raise CopyError(f"HTTP {status}", permanent=True)
+        raise GiveUp(f"HTTP {status}")
     media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if not media_type.startswith("image/"):
-        raise CopyError(f"not an image: {media_type or 'no Content-Type'}", permanent=True)
+        raise GiveUp(f"not an image: {media_type or 'no Content-Type'}")
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise CopyError(str(TooLarge(max_bytes)), permanent=True)
+        raise GiveUp(str(TooLarge(max_bytes)))
 
 
 def image_type(head: bytes) -> str | None:
@@ -196,7 +195,7 @@ class ImageStream:
     def _checked(self, head: bytes) -> bytes:
         self.media_type = image_type(head)
         if self.media_type is None:
-            raise CopyError("not an image: the bytes are not PNG, JPEG, WebP or GIF", permanent=True)
+            raise GiveUp("not an image: the bytes are not PNG, JPEG, WebP or GIF")
         return head
 
 
@@ -234,28 +233,19 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
     queries.mark_changed(session, [task_id])
 
 
-async def record_failure(deps: Deps, row: StoredFile, error: CopyError) -> str:
-    state, next_attempt = next_step(row, error, deps.clock())
-    message = clean_text(error.message, 500)  # it may quote what a remote server sent
-    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": next_attempt, "error": message}
+async def record_failure(deps: Deps, row: StoredFile, failure: runner.Failure) -> str:
+    """GiveUp fails at once; RetryLater retries with backoff (no sooner than a Retry-After) until
+    the provider's URL has surely expired."""
+    retry = runner.next_attempt(failure, COPY_BACKOFF, row.attempts + 1, deps.clock(), row.created_at + GIVE_UP_AFTER)
+    state = "failed" if retry is None else "pending"
+    message = clean_text(failure.message, 500)  # it may quote what a remote server sent
+    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": retry, "error": message}
     async with deps.write() as session:
         await settle(session, row, values)
-    if state == "failed":
-        log.warning("gave up copying image %d of %s: %s", row.n, row.task_id, error.message)
+    if retry is None:
+        log.warning("gave up copying image %d of %s: %s", row.n, row.task_id, failure.message)
         return "failed"
     return "retry"
-
-
-def next_step(row: StoredFile, error: CopyError, now: datetime) -> tuple[str, datetime | None]:
-    """Permanent errors fail at once; transient ones retry with backoff (no sooner than a Retry-After)
-    until the provider's URL has surely expired."""
-    if error.permanent:
-        return "failed", None
-    delay = max(COPY_BACKOFF.delay(row.attempts + 1), error.retry_after or 0)
-    retry_at = now + timedelta(seconds=delay)
-    if retry_at > row.created_at + GIVE_UP_AFTER:
-        return "failed", None
-    return "pending", retry_at
 
 
 async def settle(session: AsyncSession, row: StoredFile, values: dict[str, object]) -> bool:

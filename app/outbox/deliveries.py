@@ -1,4 +1,8 @@
-"""Sending due webhooks from the outbox, recording each attempt, and the deliveries API data."""
+"""Sending due webhooks from the outbox, recording each attempt, and the deliveries API data.
+
+The sweeper claims due deliveries with a lease (app/outbox/runner.py), sends each outside any
+transaction and records the attempt in a short one.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
 from app.db.tables import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps
-from app.errors import NotFound
+from app.errors import GiveUp, NotFound, RetryLater
 from app.inbound.untrusted import clean_text
+from app.outbox import runner
 from app.outbox.outbound import DestinationRefused
 from app.outbox.webhooks import signed_request, signing_secrets
 from app.providers.http import retry_after
@@ -34,27 +40,75 @@ KEPT_RESPONSE_BYTES = 4 * KEPT_RESPONSE_CHARS  # read of an answer at most: UTF-
 
 @dataclass(frozen=True)
 class Result:
+    """What one attempt got: the receiver's status and the start of its answer, and `failure` unless
+    that ended the delivery (2xx: delivered; 410: gone, the receiver asked us to stop)."""
+
     status_code: int | None = None
-    error: str | None = None
     response_body: str | None = None
-    retry_after: float | None = None
-    permanent: bool = False  # no point retrying (the destination is refused)
+    failure: runner.Failure | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why there was no answer at all; an answer's status says the rest."""
+        return self.failure.message if self.failure is not None and self.status_code is None else None
+
+
+@dataclass(frozen=True)
+class Due:
+    """A claimed delivery, with its key (the signing secrets) and its task (the payload), if not purged."""
+
+    delivery: WebhookDelivery
+    key: ApiKey
+    task: Task | None
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """An attempt that was made: what was sent, what came of it, how long it took."""
+
+    body: dict[str, Any]
+    result: Result
+    duration_ms: int
 
 
 async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
-    now = deps.clock()
-    lease_until = now + timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
-    async with deps.write() as session:
-        deliveries = await queries.claim(session, WebhookDelivery.next_attempt_at, now, lease_until, limit)
-        key_ids = {delivery.api_key_id for delivery in deliveries}
-        keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
-        task_ids = {delivery.task_id for delivery in deliveries}
-        tasks = {task.id: task for task in (await session.execute(select(Task).where(Task.id.in_(task_ids)))).scalars()}
-    sends = (
-        send(deps, delivery, keys[delivery.api_key_id], payload(deps, delivery, tasks.get(delivery.task_id)))
-        for delivery in deliveries
-    )
-    return Counter(f"webhook_{outcome}" for outcome in await asyncio.gather(*sends))
+    lease = timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
+    outcomes = await runner.run_due(deps, claim_deliveries, lease, limit, runner.settling(Sender(deps)))
+    return Counter(f"webhook_{outcome}" for outcome in outcomes)
+
+
+async def claim_deliveries(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> list[Due]:
+    deliveries = await queries.claim(session, WebhookDelivery.next_attempt_at, now, lease_until, limit)
+    key_ids = {delivery.api_key_id for delivery in deliveries}
+    keys = {key.id: key for key in (await session.execute(select(ApiKey).where(ApiKey.id.in_(key_ids)))).scalars()}
+    task_ids = {delivery.task_id for delivery in deliveries}
+    tasks = {task.id: task for task in (await session.execute(select(Task).where(Task.id.in_(task_ids)))).scalars()}
+    return [Due(delivery, keys[delivery.api_key_id], tasks.get(delivery.task_id)) for delivery in deliveries]
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Sending one webhook (runner.Job), counted by the state it leaves the delivery in."""
+
+    deps: Deps
+
+    def describe(self, due: Due) -> str:
+        return f"sending webhook delivery {due.delivery.id}"
+
+    async def work(self, due: Due) -> Attempted:
+        if self.deps.clock() >= due.delivery.give_up_at:  # e.g. a lease that ran out after the last allowed attempt
+            raise GiveUp("retry window ended")
+        body = payload(self.deps, due.delivery, due.task)
+        started = time.monotonic()
+        result = await attempt(self.deps, due.delivery, due.key, body)
+        return Attempted(body, result, round((time.monotonic() - started) * 1000))
+
+    async def settle(self, due: Due, outcome: Attempted | runner.Failure) -> str:
+        if isinstance(outcome, Attempted):
+            return await recorded(self.deps, due.delivery, outcome)
+        state, next_attempt = next_step(self.deps, due.delivery, outcome, self.deps.clock())
+        await settle(self.deps, due.delivery, state, next_attempt, outcome.message)
+        return state
 
 
 def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[str, Any]:
@@ -65,20 +119,14 @@ def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[st
     return {"type": delivery.event_type, **status_body(task, deps.settings.public_base_url)}
 
 
-async def send(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> str:
-    if deps.clock() >= delivery.give_up_at:  # e.g. a lease that ran out after the last allowed attempt
-        await settle(deps, delivery, "failed", None, "retry window ended")
-        return "failed"
-    started = time.monotonic()
-    result = await attempt(deps, delivery, key, body)
-    duration_ms = round((time.monotonic() - started) * 1000)
+async def recorded(deps: Deps, delivery: WebhookDelivery, attempted: Attempted) -> str:
     try:
         async with deps.write() as session:
-            return await record(deps, session, delivery, body, result, duration_ms)
+            return await record(deps, session, delivery, attempted)
     except Exception:
         # The attempt happened: settle it anyway, or the receiver would get it again at every lease.
         log.exception("recording webhook attempt of delivery %s failed", delivery.id)
-        state, next_attempt = next_step(deps, delivery, result, deps.clock())
+        state, next_attempt = next_step(deps, delivery, attempted.result, deps.clock())
         await settle(deps, delivery, state, next_attempt, "the attempt could not be recorded")
         return state
 
@@ -104,12 +152,12 @@ async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict
                 await answer.read(response)
     except (TimeoutError, httpx.HTTPError) as exc:
         if answer.status_code is None:  # no answer at all: worth another try
-            return Result(error=_described(exc, f"no answer within {2 * timeout:g} s"))
+            return Result(failure=RetryLater(_described(exc, f"no answer within {2 * timeout:g} s")))
         answer.cut_short = True
     except (DestinationRefused, httpx.InvalidURL, ValueError) as exc:
         # Never sendable: a bad IDNA host, say, or an address the policy refuses (checked as it connects).
-        return Result(error=_described(exc), permanent=True)
-    return Result(answer.status_code, None, answer.body, answer.retry_after)
+        return Result(failure=GiveUp(_described(exc)))
+    return Result(answer.status_code, answer.body, answer.failure)
 
 
 @dataclass
@@ -132,6 +180,14 @@ class Answer:
                 break
 
     @property
+    def failure(self) -> RetryLater | None:
+        """None when the answer ends the delivery: 2xx (delivered) or 410 (gone)."""
+        assert self.status_code is not None
+        if 200 <= self.status_code < 300 or self.status_code == 410:
+            return None
+        return RetryLater(f"HTTP {self.status_code}", self.retry_after)
+
+    @property
     def body(self) -> str:
         """At most KEPT_RESPONSE_CHARS, the column's length, the mark of an answer cut short included."""
         mark = CUT_SHORT if self.cut_short else ""
@@ -143,10 +199,8 @@ def _described(exc: BaseException, default: str = "") -> str:
     return f"{type(exc).__name__}: {str(exc) or default}"[:500]
 
 
-async def record(
-    deps: Deps, session: Any, delivery: WebhookDelivery, body: dict[str, Any], result: Result, duration_ms: int
-) -> str:
-    now = deps.clock()
+async def record(deps: Deps, session: Any, delivery: WebhookDelivery, attempted: Attempted) -> str:
+    now, result = deps.clock(), attempted.result
     session.add(
         WebhookAttempt(
             delivery_id=delivery.id,
@@ -155,13 +209,13 @@ async def record(
             # A receiver's answer is kept whatever it holds; a NUL in it must not lose the attempt.
             error=None if result.error is None else clean_text(result.error),
             response_body=None if result.response_body is None else clean_text(result.response_body),
-            duration_ms=duration_ms,
+            duration_ms=attempted.duration_ms,
         )
     )
     state, next_attempt = next_step(deps, delivery, result, now)
     values: dict[str, Any] = {
         "state": state,
-        "payload": body,  # what the receiver was last sent
+        "payload": attempted.body,  # what the receiver was last sent
         "attempts": delivery.attempts + 1,
         "next_attempt_at": next_attempt,
         "last_status": result.status_code,
@@ -173,21 +227,18 @@ async def record(
     return state
 
 
-def next_step(deps: Deps, delivery: WebhookDelivery, result: Result, now: datetime) -> tuple[str, datetime | None]:
-    """delivered on 2xx; gone on 410 (the receiver asked us to stop); otherwise retry with
-    jittered exponential backoff, later if the receiver asks (Retry-After), until give-up time."""
-    if result.status_code is not None and 200 <= result.status_code < 300:
-        return "delivered", None
-    if result.status_code == 410:
-        return "gone", None
-    if result.permanent:
-        return "failed", None
+def next_step(
+    deps: Deps, delivery: WebhookDelivery, outcome: Result | runner.Failure, now: datetime
+) -> tuple[str, datetime | None]:
+    """delivered on 2xx; gone on 410 (the receiver asked us to stop); failed on GiveUp; otherwise retry
+    with jittered exponential backoff, later if the receiver asks (Retry-After), until give-up time."""
+    if isinstance(outcome, Result):
+        if outcome.failure is None:
+            return ("gone" if outcome.status_code == 410 else "delivered"), None
+        outcome = outcome.failure
     backoff = Backoff(base_s=deps.settings.webhook_retry_base_s, cap_s=7200.0, factor=3.0)
-    delay = max(backoff.delay(delivery.attempts + 1), result.retry_after or 0)
-    retry_at = now + timedelta(seconds=delay)
-    if retry_at > delivery.give_up_at:
-        return "failed", None
-    return "pending", retry_at
+    retry = runner.next_attempt(outcome, backoff, delivery.attempts + 1, now, delivery.give_up_at)
+    return ("failed", None) if retry is None else ("pending", retry)
 
 
 async def retry_now(deps: Deps, api_key_id: int, delivery_id: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 class State(enum.StrEnum):
@@ -65,3 +66,12 @@ class Backoff:
         # Jitter between half and the full step keeps replicas from moving in lockstep
         # while still guaranteeing progress away from a struggling upstream.
         return ceiling * (0.5 + 0.5 * (rng or JITTER).random())
+
+
+def retry_at(
+    backoff: Backoff, attempt: int, now: datetime, give_up_at: datetime, retry_after: float | None = None
+) -> datetime | None:
+    """When to make `attempt` after a transient failure: one backoff step from now, or later if
+    the other side asked (its Retry-After, in seconds); None if that falls past give_up_at."""
+    at = now + timedelta(seconds=max(backoff.delay(attempt), retry_after or 0))
+    return None if at > give_up_at else at

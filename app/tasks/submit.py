@@ -23,7 +23,7 @@ from app.outbox import webhooks
 from app.providers import LABELS, Provider
 from app.providers.catalogue import MODELS, Api, ModelSpec
 from app.tasks import limits, throttle
-from app.tasks.domain import Backoff, State, Update
+from app.tasks.domain import Backoff, State, Update, retry_at
 from app.tasks.updates import Outcome, update_task
 from app.tasks.validation import Submission
 
@@ -171,13 +171,19 @@ def unknown_outcome_hold(deps: Deps) -> timedelta:
 
 
 async def retry_send_later(deps: Deps, task: Task, exc: ProviderUnavailable, started: datetime) -> None:
-    delay = max(SUBMIT_BACKOFF.delay(task.submit_attempts + 1), exc.retry_after or 0)
-    if exc.maybe_created:
-        delay = max(delay, (started + unknown_outcome_hold(deps) - deps.clock()).total_seconds())
-    log.warning("creating %s upstream failed (%s); retrying in %.1fs", task.id, exc.message, delay)
+    wait_s = exc.retry_after
+    if exc.maybe_created:  # the hold is a floor like the provider's own Retry-After
+        wait_s = max(wait_s or 0, (started + unknown_outcome_hold(deps) - deps.clock()).total_seconds())
+    attempt = task.submit_attempts + 1
+    next_send = retry_before_deadline(deps, task, SUBMIT_BACKOFF, attempt, wait_s)
+    log.warning(
+        "creating %s upstream failed (%s); retrying in %.1fs",
+        task.id,
+        exc.message,
+        (next_send - deps.clock()).total_seconds(),
+    )
     async with deps.write() as session:
-        next_send = before_deadline(deps, task, delay)
-        await queries.reschedule(session, task.id, next_send, submit_attempts=task.submit_attempts + 1)
+        await queries.reschedule(session, task.id, next_send, submit_attempts=attempt)
 
 
 async def record_created(deps: Deps, task: Task, spec: ModelSpec, upstream_id: str) -> None:
@@ -204,5 +210,16 @@ async def create_in_slot(deps: Deps, provider: Provider, spec: ModelSpec, task: 
 
 def before_deadline(deps: Deps, task: Task, delay_s: float) -> datetime:
     """Now + delay, but never past the moment the task times out."""
-    deadline = task.created_at + timedelta(seconds=deps.settings.task_timeout_s)
-    return min(deps.clock() + timedelta(seconds=delay_s), deadline)
+    return min(deps.clock() + timedelta(seconds=delay_s), deadline(deps, task))
+
+
+def retry_before_deadline(
+    deps: Deps, task: Task, backoff: Backoff, attempt: int, retry_after: float | None = None
+) -> datetime:
+    """When to make `attempt` (domain.retry_at), but never past the moment the task times out: the
+    sweeper then times it out instead."""
+    return retry_at(backoff, attempt, deps.clock(), deadline(deps, task), retry_after) or deadline(deps, task)
+
+
+def deadline(deps: Deps, task: Task) -> datetime:
+    return task.created_at + timedelta(seconds=deps.settings.task_timeout_s)

@@ -7,14 +7,18 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
 from app.db.outage import is_outage
 from app.db.tables import Task
 from app.deps import Deps
 from app.errors import DatabaseUnavailable, NotConfigured, ProviderError, UpstreamRejected
+from app.outbox import runner
 from app.outbox.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.outbox.copies import copy_due
 from app.outbox.deliveries import deliver_due
@@ -38,24 +42,19 @@ def check_backoff(deps: Deps, spec: ModelSpec) -> Backoff:
 
 async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     """Claim due tasks and webhooks, and work each outside any transaction. Returns what was done."""
-    now = deps.clock()
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up, but not
     # before a create it may have sent could have been answered by its callback.
     lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), submit.unknown_outcome_hold(deps))
-    lease_until = now + lease
-    async with deps.write() as session:
-        tasks = await queries.claim(session, Task.next_check_at, now, lease_until, limit)
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def visit(task: Task) -> str:
-        async with gate:
-            return await visit_task(deps, task)
-
-    done = Counter(await asyncio.gather(*(visit(task) for task in tasks)))
+    done = Counter(await runner.run_due(deps, claim_tasks, lease, limit, partial(visit_task, deps), CONCURRENCY))
     return done + await deliver_due(deps)
 
 
+async def claim_tasks(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[Task]:
+    return await queries.claim(session, Task.next_check_at, now, lease_until, limit)
+
+
 async def visit_task(deps: Deps, task: Task) -> str:
+    """Each path settles the task itself (submit, updates); a visit that breaks leaves it to its lease."""
     try:
         if deps.clock() >= task.created_at + timedelta(seconds=deps.settings.task_timeout_s):
             await updates.update_task(
@@ -93,7 +92,7 @@ async def check_task(deps: Deps, task: Task) -> str:
     async with deps.write() as session:
         if change is not None:
             await updates.apply_update(deps, session, task.id, change, "sweep")
-        next_check = submit.before_deadline(deps, task, check_backoff(deps, spec).delay(attempt))
+        next_check = submit.retry_before_deadline(deps, task, check_backoff(deps, spec), attempt)
         await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
     return "checked"
 
