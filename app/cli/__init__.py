@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version
 from typing import TypeVar
 
 import httpx
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagehook", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('imagehook')}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway (and its sweeper)")
