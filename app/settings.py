@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/imagehook.db"
+KIE_BASE_URL = "https://api.kie.ai"
 DEV_SECRET_FILE = Path("var/imagehook.secret")
+# The spellings of a yes/no variable, in any case.
+FLAG_WORDS = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 # Where Kie and kvid.ai serve result files; "*." matches any subdomain.
 DEFAULT_FETCH_ALLOWED_HOSTS = (
     "tempfile.aiquickdraw.com",
@@ -29,7 +33,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     public_base_url: str = "http://127.0.0.1:8000"
     kieai_api_key: str | None = field(default=None, repr=False)
-    kieai_base_url: str = "https://api.kie.ai"
+    kieai_base_url: str = KIE_BASE_URL
     kieai_webhook_hmac_key: str | None = field(default=None, repr=False)
     kieai_upload_base_url: str = "https://kieai.redpandaai.co"
     kvid_api_key: str | None = field(default=None, repr=False)
@@ -68,43 +72,33 @@ class Settings:
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from env (the process environment by default); SettingsError names a bad variable."""
         env = os.environ if env is None else env
-        api_key = env.get("KIEAI_API_KEY") or None
-        base_url = env.get("KIEAI_BASE_URL", cls.kieai_base_url).rstrip("/")
-        return cls(
-            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-            public_base_url=env.get("PUBLIC_BASE_URL", cls.public_base_url).rstrip("/"),
-            kieai_api_key=api_key,
-            kieai_base_url=base_url,
-            kieai_webhook_hmac_key=env.get("KIEAI_WEBHOOK_HMAC_KEY") or None,
-            kieai_upload_base_url=env.get("KIEAI_UPLOAD_BASE_URL", cls.kieai_upload_base_url).rstrip("/"),
-            kvid_api_key=env.get("KVID_API_KEY") or None,
-            kvid_base_url=env.get("KVID_BASE_URL", cls.kvid_base_url).rstrip("/"),
-            secret=_secret(env, production=api_key is not None and base_url == cls.kieai_base_url),
-            sweep_interval_s=_number(env, "SWEEP_INTERVAL_S", cls.sweep_interval_s),
-            stale_after_s=_number(env, "STALE_AFTER_S", cls.stale_after_s),
-            task_timeout_s=_number(env, "TASK_TIMEOUT_S", cls.task_timeout_s),
-            poll_interval_s=_number(env, "POLL_INTERVAL_S", cls.poll_interval_s),
-            callback_confirm=env.get("CALLBACK_CONFIRM", "0") == "1",
-            upstream_timeout_s=_number(env, "UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s),
-            credit_estimate_per_image=_number(env, "CREDIT_ESTIMATE_PER_IMAGE", cls.credit_estimate_per_image),
-            kie_create_limit=int(_number(env, "KIE_CREATE_LIMIT", cls.kie_create_limit)),
-            kie_create_window_s=_number(env, "KIE_CREATE_WINDOW_S", cls.kie_create_window_s),
-            webhook_allow_private=env.get("WEBHOOK_ALLOW_PRIVATE", "0") == "1",
-            webhook_retry_for_s=_number(env, "WEBHOOK_RETRY_FOR_S", cls.webhook_retry_for_s),
-            webhook_retry_base_s=_number(env, "WEBHOOK_RETRY_BASE_S", cls.webhook_retry_base_s),
-            webhook_timeout_s=_number(env, "WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s),
-            storage_dir=env.get("STORAGE_DIR") or cls.storage_dir,
-            storage_max_bytes=_integer(env, "STORAGE_MAX_BYTES", cls.storage_max_bytes),
-            fetch_allowed_hosts=_hosts(env, "FETCH_ALLOWED_HOSTS", cls.fetch_allowed_hosts),
-            copy_timeout_s=_number(env, "COPY_TIMEOUT_S", cls.copy_timeout_s),
-            status_cache_size=_integer(env, "STATUS_CACHE_SIZE", cls.status_cache_size),
-            database_timeout_s=_positive(env, "DATABASE_TIMEOUT_S", cls.database_timeout_s),
-            header_timeout_s=_positive(env, "HEADER_TIMEOUT_S", cls.header_timeout_s),
-            body_timeout_s=_positive(env, "BODY_TIMEOUT_S", cls.body_timeout_s),
-            max_connections=int(_positive(env, "MAX_CONNECTIONS", cls.max_connections, whole=True)),
-            allowed_origins=_origins(env, "ALLOWED_ORIGINS"),
-        )
+        defaults = {setting.name: setting.default for setting in fields(cls)}
+        return cls(**{var.setting: var.read(env, var.name, defaults[var.setting]) for var in VARIABLES})
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default)
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default).rstrip("/")
+
+
+def _given(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """The value, or the default when the variable is unset or empty."""
+    return env.get(name) or default
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    word = raw.strip().lower()
+    if word not in FLAG_WORDS:
+        raise SettingsError(f"{name} must be one of {', '.join(FLAG_WORDS)}, got {raw!r}")
+    return FLAG_WORDS[word]
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -128,6 +122,15 @@ def _positive(env: Mapping[str, str], name: str, default: float, *, whole: bool 
     return value
 
 
+def _whole_positive(env: Mapping[str, str], name: str, default: int) -> int:
+    return int(_positive(env, name, default, whole=True))
+
+
+def _truncated(env: Mapping[str, str], name: str, default: int) -> int:
+    """A number whose fraction is cut off (2.5 is 2)."""
+    return int(_number(env, name, default))
+
+
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     value = _number(env, name, default)
     if not float(value).is_integer():
@@ -142,24 +145,27 @@ def _hosts(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     return tuple(host.strip().lower() for host in raw.split(",") if host.strip())
 
 
-def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name) or ""
+    if not raw.strip():
+        return default
     return tuple(origin.strip().rstrip("/").lower() for origin in raw.split(",") if origin.strip())
 
 
-def _secret(env: Mapping[str, str], *, production: bool) -> str:
+def _secret(env: Mapping[str, str], name: str, default: str) -> str:
     """IMAGEHOOK_SECRET derives callback secrets, so it must outlive restarts.
 
-    Against the real Kie.ai it is required. In development (no key, or a non-default
-    KIEAI_BASE_URL such as the emulator) one is generated once and kept in var/.
+    Against the real Kie.ai (a key, and the default KIEAI_BASE_URL) it is required. In
+    development (no key, or another KIEAI_BASE_URL such as the emulator's) one is generated
+    once and kept in var/.
     """
-    value = env.get("IMAGEHOOK_SECRET")
+    value = env.get(name)
     if value:
         if len(value) < 16:
-            raise SettingsError("IMAGEHOOK_SECRET must be at least 16 characters")
+            raise SettingsError(f"{name} must be at least 16 characters")
         return value
-    if production:
-        raise SettingsError("IMAGEHOOK_SECRET is required when KIEAI_API_KEY is set")
+    if _given(env, "KIEAI_API_KEY", None) and _url(env, "KIEAI_BASE_URL", KIE_BASE_URL) == KIE_BASE_URL:
+        raise SettingsError(f"{name} is required when KIEAI_API_KEY is set")
     if DEV_SECRET_FILE.exists():
         return DEV_SECRET_FILE.read_text().strip()
     DEV_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -167,3 +173,72 @@ def _secret(env: Mapping[str, str], *, production: bool) -> str:
     DEV_SECRET_FILE.write_text(value)
     DEV_SECRET_FILE.chmod(0o600)
     return value
+
+
+Reader = Callable[[Mapping[str, str], str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the Settings field it sets, how its text is read, what it means."""
+
+    name: str
+    setting: str
+    read: Reader
+    meaning: str
+    shown_default: str | None = None  # for help: when the field's own default says too little
+
+    def default_text(self) -> str:
+        default = next(setting.default for setting in fields(Settings) if setting.name == self.setting)
+        if self.shown_default is not None:
+            return self.shown_default
+        if default is None or default == ():
+            return "unset"
+        if isinstance(default, bool):
+            return str(int(default))
+        if isinstance(default, tuple):
+            return ",".join(default)
+        return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+# Every variable Settings.from_environ reads, in the order it reads them; `imagehook serve --help` lists them.
+VARIABLES = (
+    Variable("DATABASE_URL", "database_url", _text, "SQLite (WAL) or postgresql+asyncpg://user@host/db"),
+    Variable("PUBLIC_BASE_URL", "public_base_url", _url, "base of the callback URLs given to Kie.ai"),
+    Variable("KIEAI_API_KEY", "kieai_api_key", _given, "Kie.ai API key"),
+    Variable("KIEAI_BASE_URL", "kieai_base_url", _url, "Kie.ai API base (the emulator's URL in development)"),
+    Variable("KIEAI_WEBHOOK_HMAC_KEY", "kieai_webhook_hmac_key", _given, "Kie.ai webhook HMAC key"),
+    Variable("KIEAI_UPLOAD_BASE_URL", "kieai_upload_base_url", _url, "Kie.ai file upload API"),
+    Variable("KVID_API_KEY", "kvid_api_key", _given, "kvid.ai API key"),
+    Variable("KVID_BASE_URL", "kvid_base_url", _url, "kvid.ai API base"),
+    Variable(
+        "IMAGEHOOK_SECRET",
+        "secret",
+        _secret,
+        "derives callback tokens (>= 16 characters); required with the real Kie.ai",
+        shown_default=f"generated into {DEV_SECRET_FILE}",
+    ),
+    Variable("SWEEP_INTERVAL_S", "sweep_interval_s", _number, "sweeper period"),
+    Variable("STALE_AFTER_S", "stale_after_s", _number, "first status query of a task with no callback"),
+    Variable("TASK_TIMEOUT_S", "task_timeout_s", _number, "a task not finished by then fails"),
+    Variable("POLL_INTERVAL_S", "poll_interval_s", _number, "first poll of a kvid.ai task"),
+    Variable("CALLBACK_CONFIRM", "callback_confirm", _flag, "confirm each callback with a status query (yes/no)"),
+    Variable("UPSTREAM_TIMEOUT_S", "upstream_timeout_s", _number, "timeout of each call to a provider"),
+    Variable("CREDIT_ESTIMATE_PER_IMAGE", "credit_estimate_per_image", _number, "credits reserved per requested image"),
+    Variable("KIE_CREATE_LIMIT", "kie_create_limit", _truncated, "upstream creates per window (0: no throttle)"),
+    Variable("KIE_CREATE_WINDOW_S", "kie_create_window_s", _number, "the window of KIE_CREATE_LIMIT"),
+    Variable("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", _flag, "let webhooks reach private addresses (yes/no)"),
+    Variable("WEBHOOK_RETRY_FOR_S", "webhook_retry_for_s", _number, "how long a failing webhook is retried"),
+    Variable("WEBHOOK_RETRY_BASE_S", "webhook_retry_base_s", _number, "first webhook retry delay"),
+    Variable("WEBHOOK_TIMEOUT_S", "webhook_timeout_s", _number, "timeout of one webhook attempt"),
+    Variable("STORAGE_DIR", "storage_dir", _given, "where result copies are kept"),
+    Variable("STORAGE_MAX_BYTES", "storage_max_bytes", _integer, "largest result file copied"),
+    Variable("FETCH_ALLOWED_HOSTS", "fetch_allowed_hosts", _hosts, "the only hosts results are fetched from"),
+    Variable("COPY_TIMEOUT_S", "copy_timeout_s", _number, "deadline of one result download"),
+    Variable("STATUS_CACHE_SIZE", "status_cache_size", _integer, "status objects cached per process (0: none)"),
+    Variable("DATABASE_TIMEOUT_S", "database_timeout_s", _positive, "bound on every wait for the database"),
+    Variable("HEADER_TIMEOUT_S", "header_timeout_s", _positive, "time a client has to send request headers"),
+    Variable("BODY_TIMEOUT_S", "body_timeout_s", _positive, "time a client then has to send the body"),
+    Variable("MAX_CONNECTIONS", "max_connections", _whole_positive, "open connections per process"),
+    Variable("ALLOWED_ORIGINS", "allowed_origins", _origins, "browser origins that may use cookie auth"),
+)

@@ -1,4 +1,4 @@
-"""The reference: a bare Starlette app served exactly as the gateway is (app.cli.run_server).
+"""The reference: a bare Starlette app served exactly as the gateway is (app.cli.serve.run_server).
 
 Its answers cost nothing beyond Starlette, uvicorn and JSON encoding, so gateway / bare says how
 much of the framework's ceiling the gateway reaches on this machine. It also answers on the
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.cli import run_server
+from app.cli.serve import run_server
 
 # The size and shape of a finished task's status body.
 STATUS = {

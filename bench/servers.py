@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from app.emulator.wiring import gateway_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 KIE_API_KEY = "bench-kie-key"
 HMAC_KEY = "bench-webhook-hmac-key"
@@ -86,12 +88,8 @@ def start_bare(workdir: Path) -> Server:
 
 def gateway_env(database_url: str, emulator_url: str, workdir: Path) -> dict[str, str]:
     """As tests/conftest.py's gateway_env, tuned for a long run against the emulator."""
-    return {
+    return gateway_environment(emulator_url, api_key=KIE_API_KEY, hmac_key=HMAC_KEY) | {
         "DATABASE_URL": database_url,
-        "KIEAI_API_KEY": KIE_API_KEY,
-        "KIEAI_BASE_URL": emulator_url,
-        "KIEAI_UPLOAD_BASE_URL": emulator_url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
         "IMAGEHOOK_SECRET": SECRET,
         "SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
         "STALE_AFTER_S": str(STALE_AFTER_S),

@@ -165,16 +165,20 @@ def gateway_settings(database_url: str, kie_url: str, **overrides: Any) -> Setti
 
 def gateway_env(database_url: str, kie_url: str, port: int, **extra: str) -> dict[str, str]:
     """The environment of a gateway run as its own process (`python -m app serve`)."""
-    return {
-        "DATABASE_URL": database_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "KIEAI_API_KEY": EMULATOR_API_KEY,
-        "KIEAI_BASE_URL": kie_url,
-        "KIEAI_WEBHOOK_HMAC_KEY": HMAC_KEY,
-        "IMAGEHOOK_SECRET": SECRET,
-        "SWEEP_INTERVAL_S": "0.2",
-        "STALE_AFTER_S": "1",
-    } | extra
+    from app.emulator.wiring import gateway_environment
+
+    emulator = gateway_environment(kie_url, api_key=EMULATOR_API_KEY, hmac_key=HMAC_KEY, kvid_key=KVID_API_KEY)
+    return (
+        emulator
+        | {
+            "DATABASE_URL": database_url,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "IMAGEHOOK_SECRET": SECRET,
+            "SWEEP_INTERVAL_S": "0.2",
+            "STALE_AFTER_S": "1",
+        }
+        | extra
+    )
 
 
 @dataclass

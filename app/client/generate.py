@@ -27,14 +27,23 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser("generate", help="submit a generation; with --wait or --out, wait and fetch it")
     generate.add_argument("prompt")
     generate.add_argument("--model", help="default: the server's (nano-banana-pro)")
-    generate.add_argument("--aspect-ratio", dest="aspectRatio", metavar="R", help="e.g. 16:9")
-    generate.add_argument("--resolution", metavar="R", help="1K, 2K or 4K")
-    generate.add_argument("--output-format", dest="outputFormat", metavar="F", help="png, jpg, ...")
-    generate.add_argument("--num-images", dest="numImages", metavar="N", type=int)
-    generate.add_argument("--image", dest="imageInput", metavar="URL", nargs="+", action="extend", help="input images")
+    generate.add_argument("--aspect-ratio", dest="aspectRatio", metavar="R", help="e.g. 16:9; default: the model's")
+    generate.add_argument("--resolution", metavar="R", help="1K, 2K or 4K; default: the model's")
+    generate.add_argument(
+        "--output-format", dest="outputFormat", metavar="F", help="png, jpg, ...; default: the model's"
+    )
+    generate.add_argument(
+        "--num-images", dest="numImages", metavar="N", type=int, help="how many images; default: the model's"
+    )
+    generate.add_argument(
+        "--image", dest="imageInput", metavar="URL", nargs="+", action="extend", help="input images; default: none"
+    )
     generate.add_argument("--wait", action="store_true", help="wait for the task and print its image URL(s)")
     generate.add_argument(
-        "--out", type=Path, metavar="FILE", help="wait, then save the image here (image.png, image-2.png, ...)"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="wait, then save the image here (image.png, image-2.png, ...); default: not saved",
     )
     generate.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds to wait (default 600)")
     generate.add_argument(

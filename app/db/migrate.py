@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
@@ -12,12 +12,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# migrations/ of the source tree, installed with the package under this name (see pyproject.toml).
+MIGRATIONS_PACKAGE = "app._migrations"
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    """The migrations shipped with the package, for url; alembic.ini serves only the `alembic` tool."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files(MIGRATIONS_PACKAGE)))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -1,0 +1,62 @@
+"""`imagehook usage | credits | purge`: what was spent, what is left, and retention."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli.database import run_with_deps
+from app.cli.parsing import Commands, add_command
+from app.deps import Deps
+from app.errors import NotConfigured, ProviderError
+from app.providers.kie.client import KieClient
+from app.reads.usage import summarize
+from app.tasks.retention import parse_age, purge
+
+
+def register(commands: Commands) -> None:
+    usage = add_command(commands, "usage", "tasks and credits per key, model or day", cmd_usage)
+    usage.add_argument("--key-id", type=int, help="one key (default: all)")
+    usage.add_argument("--from", dest="start", help="ISO 8601 start (default: 30 days ago)")
+    usage.add_argument("--to", dest="end", help="ISO 8601 end (default: now)")
+    usage.add_argument("--group-by", choices=["key", "model", "day"], default="key", help="what a row totals")
+
+    add_command(commands, "credits", "the Kie.ai account's remaining credits", cmd_credits)
+
+    purge_command = add_command(commands, "purge", "delete finished tasks, their files and records", cmd_purge)
+    purge_command.add_argument("--older-than", required=True, help="age like 30d, 12h, 90m (required)")
+    purge_command.add_argument(
+        "--batch", type=int, default=500, help="rows deleted per batch, with a pause between batches"
+    )
+
+
+def cmd_usage(args: argparse.Namespace) -> None:
+    params = {k: v for k, v in {"from": args.start, "to": args.end, "groupBy": args.group_by}.items() if v}
+    report = run_with_deps(lambda deps: summarize(deps, params, args.key_id))
+    print(f"{args.group_by:<40} {'tasks':>8} {'credits':>12} {'reserved':>10}")
+    for group in report["groups"]:
+        print(f"{group[args.group_by]:<40} {group['tasks']:>8} {group['credits']:>12.2f} {group['reserved']:>10.2f}")
+    total = report["total"]
+    print(f"{'total':<40} {total['tasks']:>8} {total['credits']:>12.2f} {total['reserved']:>10.2f}")
+
+
+def cmd_credits(args: argparse.Namespace) -> None:
+    async def fetch(deps: Deps) -> float:
+        client = deps.providers.get("kie")
+        if not isinstance(client, KieClient):
+            raise NotConfigured("Kie.ai API key not configured")
+        return await client.credits()
+
+    try:
+        print(f"Kie.ai credits remaining: {run_with_deps(fetch):g}")
+    except (NotConfigured, ProviderError) as exc:
+        sys.exit(f"imagehook: {exc.message}")
+
+
+def cmd_purge(args: argparse.Namespace) -> None:
+    try:
+        age = parse_age(args.older_than)
+    except ValueError as exc:
+        sys.exit(f"imagehook: {exc}")
+    removed = run_with_deps(lambda deps: purge(deps, age, args.batch))
+    print("Purged: " + (", ".join(f"{n} {what}" for what, n in sorted(removed.items()) if n) or "nothing"))
