@@ -23,7 +23,7 @@ from app.db.migrate import upgrade
 from app.deps import Deps, open_deps
 from app.errors import NotConfigured, NotFound, ProviderError
 from app.keys import NewKey, create_key, rotate_webhook_secret, set_limits
-from app.providers.kie.client import KieClient
+from app.providers.base import Balance
 from app.reads.usage import summarize
 from app.server import build_config
 from app.settings import Settings, SettingsError
@@ -284,14 +284,13 @@ def cmd_usage(args: argparse.Namespace) -> None:
 
 
 def cmd_credits(args: argparse.Namespace) -> None:
-    async def fetch(deps: Deps) -> float:
-        client = deps.providers.get("kie")
-        if not isinstance(client, KieClient):
-            raise NotConfigured("Kie.ai API key not configured")
-        return await client.credits()
+    async def fetch(deps: Deps) -> tuple[str, float]:
+        provider = deps.providers.require(Balance)
+        return provider.label, await provider.credits()
 
     try:
-        print(f"Kie.ai credits remaining: {run_with_deps(fetch):g}")
+        label, credits = run_with_deps(fetch)
+        print(f"{label} credits remaining: {credits:g}")
     except (NotConfigured, ProviderError) as exc:
         sys.exit(f"imagehook: {exc.message}")
 
