@@ -1,8 +1,8 @@
 """The upstream create-rate throttle, shared by every replica through the database.
 
 A provider with a create window (see CreateWindow) refuses, not queues, the creates beyond it.
-Every create to one first takes a slot here; without one, the task stays pending and the sweeper
-sends it when the window has room, oldest first.
+Every create to such a provider first takes a slot here; without a slot, the task stays pending
+and the sweeper sends it when the window has room, oldest first.
 """
 
 from __future__ import annotations
