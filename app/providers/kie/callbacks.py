@@ -12,20 +12,18 @@ from typing import Any
 
 from app.inbound.untrusted import load_json, scrub
 from app.providers.base import CallbackRefused, Provider, Refusal
-from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET
 from app.providers.kie import signature
-from app.providers.kie.client import CALLBACK_READERS
+from app.providers.kie.client import CALLBACK_APIS, CALLBACK_READERS
 from app.providers.kie.market import callback_task_id
 from app.tasks.domain import Update
 
 SIGNATURE_WINDOW_S = 300
 TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits; anything longer is no time at all
-ROUTE_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
 TIMESTAMP_KEY, SIGNATURE_KEY = signature.TIMESTAMP_HEADER.lower(), signature.SIGNATURE_HEADER.lower()
 
 
 class KieCallbacks:
-    routes = frozenset(ROUTE_APIS)
+    routes = frozenset(CALLBACK_APIS)
     kept_headers = (TIMESTAMP_KEY, SIGNATURE_KEY)
 
     def __init__(self, hmac_key: str | None, client: Provider | None) -> None:
@@ -50,7 +48,7 @@ class KieCallbacks:
         """Kie's signature does not cover the body, so its recordInfo is asked instead."""
         if self._client is None:
             return None
-        return await self._client.query(ROUTE_APIS[route], upstream_id)
+        return await self._client.query(CALLBACK_APIS[route], upstream_id)
 
 
 def check_signature(key: str, body: Any, headers: Mapping[str, str], now: float) -> None:

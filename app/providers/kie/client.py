@@ -53,8 +53,9 @@ KIE_APIS = {
         kie_dedicated.read_flux_callback,
     ),
 }
-# Callback URL segment -> how that API's callbacks read.
-CALLBACK_READERS = {api.callback_route: KIE_APIS[api.name].read_callback for api in (MARKET, GPT4O, FLUX_KONTEXT)}
+# Callback URL segment -> the API calling back, and how its callbacks read.
+CALLBACK_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
+CALLBACK_READERS = {route: KIE_APIS[api.name].read_callback for route, api in CALLBACK_APIS.items()}
 
 
 class KieClient:
