@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.engine import create_engine, create_sessions
 from app.db.queries import CHANGED_TASKS
 from app.outbox.outbound import Outbound, Resolver, open_outbound, resolve
-from app.providers import Provider, build_providers
 from app.providers.balance import CachedBalance
+from app.providers.registry import Providers, build_providers
 from app.reads.key_cache import KeyCache
 from app.reads.loader import TaskLoader, open_loader
 from app.reads.status_cache import StatusCache
@@ -37,7 +37,7 @@ class Deps:
     sessions: async_sessionmaker[Any]
     http: httpx.AsyncClient  # to the providers
     outbound: Outbound  # to destinations others choose: webhooks, result copies
-    providers: dict[str, Provider]
+    providers: Providers
     loader: TaskLoader
     status_cache: StatusCache
     keys: KeyCache = field(default_factory=KeyCache)

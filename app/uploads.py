@@ -1,4 +1,4 @@
-"""Local images as generation input: checked here, stored by Kie's file upload API for 3 days.
+"""Local images as generation input: checked here, stored by a provider's file upload API (Kie.ai's, for 3 days).
 
 Only bytes that fully decode as the PNG, JPEG or WebP their first bytes announce, within sane dimensions,
 are relayed; the base64 and data: URL forms are parsed strictly, so malformed input is a 400, never a 500.
@@ -24,8 +24,8 @@ from typing import Any
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from app.deps import Deps
-from app.errors import BadRequest, NotConfigured, PayloadTooLarge, ProviderRejected, ProviderUnavailable, Unavailable
-from app.providers.kie.client import KieClient
+from app.errors import BadRequest, PayloadTooLarge, ProviderRejected, ProviderUnavailable, Unavailable
+from app.providers.base import Uploads
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # most models take input images up to 10 MB
 MAX_ENCODED_CHARS = MAX_UPLOAD_BYTES * 4 // 3 + 4
@@ -69,7 +69,7 @@ class ImageKind:
     header_size: Callable[[bytes], tuple[int, int] | None] | None = None
 
 
-# The formats every Kie model accepts as input, told apart by their magic numbers.
+# The formats every model accepts as input, told apart by their magic numbers.
 KINDS = (
     ImageKind("PNG", "image/png", "png", re.compile(rb"\x89PNG\r\n\x1a\n"), PngImagePlugin.PngImageFile),
     ImageKind("JPEG", "image/jpeg", "jpg", re.compile(rb"\xff\xd8\xff"), JpegImagePlugin.JpegImageFile),
@@ -160,19 +160,17 @@ def _data_url_payload(url: str) -> str:
 
 async def upload_image(deps: Deps, content: bytes) -> dict[str, Any]:
     kind = await asyncio.to_thread(inspect_image, content)
-    client = deps.providers.get("kie")
-    if not isinstance(client, KieClient):
-        raise NotConfigured("Kie.ai API key not configured")
+    provider = deps.providers.require(Uploads)
     file_name = f"{secrets.token_urlsafe(12)}.{kind.extension}"
     # The original bytes go upstream, not a re-encoding: decoding them proved they are the image they claim, and
     # re-encoding would cost JPEG quality, could push a PNG past the byte cap, and would drop the colour profile
     # and EXIF orientation the models read.
     try:
-        stored = await client.upload(content, file_name, kind.mime_type)
+        stored = await provider.upload(content, file_name, kind.mime_type)
     except ProviderUnavailable as exc:
-        raise Unavailable(f"Kie.ai file upload unavailable: {exc.message}") from None
+        raise Unavailable(f"{provider.label} file upload unavailable: {exc.message}") from None
     except ProviderRejected as exc:
-        raise BadRequest(f"Kie.ai error: {exc.message}") from None
+        raise BadRequest(f"{provider.label} error: {exc.message}") from None
     expires = stored.get("expiresAt") or (deps.clock() + UPSTREAM_LIFETIME).isoformat()
     return {
         "url": stored["downloadUrl"],

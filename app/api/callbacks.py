@@ -9,17 +9,18 @@ from starlette.routing import Route
 from app.api.body import read_body
 from app.deps import Deps
 from app.errors import NotFound
-from app.tasks.inbox import ROUTE_APIS, receive_callback
+from app.tasks.inbox import receive_callback
 
 
 async def provider_callback(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
     route = request.path_params["api"]
-    if route not in ROUTE_APIS:
+    owner = deps.providers.for_callback_route(route)
+    if owner is None:
         raise NotFound("Not Found")
     raw = await read_body(request, deps.settings.max_body_bytes)
     task_id, token = request.path_params["task_id"], request.path_params["token"]
-    verdict = await receive_callback(deps, route, task_id, token, request.headers, raw)
+    verdict = await receive_callback(deps, owner, route, task_id, token, request.headers, raw)
     if verdict.status != 200:
         return JSONResponse({"error": verdict.message}, status_code=verdict.status)
     return JSONResponse({"code": 200, "msg": "success"})

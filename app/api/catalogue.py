@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.providers import LABELS
 from app.providers.catalogue import DEFAULT_MODEL, MODEL_LIST, ModelSpec
+from app.providers.registry import LABELS
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:

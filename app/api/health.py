@@ -11,7 +11,7 @@ from starlette.routing import Route
 from app.db.migrate import current_revision
 from app.deps import Deps
 from app.errors import DatabaseUnavailable
-from app.providers.kie.client import KieClient
+from app.providers.base import Balance
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
     if current != head:
         body = {"status": "unavailable", "database": "ok", "migration": current, "expected": head}
         return JSONResponse(body, status_code=503)
-    kie = deps.providers.get("kie")
-    balance = deps.balance.report(kie if isinstance(kie, KieClient) else None, deps.clock())
+    balance = deps.balance.report(deps.providers.find(Balance), deps.clock())
     return JSONResponse({"status": "ready", "database": "ok", "migration": current, "kieBalance": balance})
 
 

@@ -9,7 +9,7 @@ from app.cli.database import run_with_deps
 from app.cli.parsing import Commands, add_command
 from app.deps import Deps
 from app.errors import NotConfigured, ProviderError
-from app.providers.kie.client import KieClient
+from app.providers.base import Balance
 from app.reads.usage import summarize
 from app.tasks.retention import parse_age, purge
 
@@ -41,14 +41,13 @@ def cmd_usage(args: argparse.Namespace) -> None:
 
 
 def cmd_credits(args: argparse.Namespace) -> None:
-    async def fetch(deps: Deps) -> float:
-        client = deps.providers.get("kie")
-        if not isinstance(client, KieClient):
-            raise NotConfigured("Kie.ai API key not configured")
-        return await client.credits()
+    async def fetch(deps: Deps) -> tuple[str, float]:
+        provider = deps.providers.require(Balance)
+        return provider.label, await provider.credits()
 
     try:
-        print(f"Kie.ai credits remaining: {run_with_deps(fetch):g}")
+        label, credits = run_with_deps(fetch)
+        print(f"{label} credits remaining: {credits:g}")
     except (NotConfigured, ProviderError) as exc:
         sys.exit(f"imagehook: {exc.message}")
 

@@ -77,7 +77,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across application crashes in WAL mode; only an OS crash
-    # can lose the last commits, which the sweeper then reconciles with Kie.
+    # can lose the last commits, which the sweeper then reconciles with the providers.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -1,4 +1,4 @@
-"""The Kie account's remaining credits, for operators: fetched on demand, cached for probes."""
+"""A provider account's remaining credits, for operators: fetched on demand, cached for probes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.errors import ProviderError
-from app.providers.kie.client import KieClient
+from app.providers.base import Balance
 
 FRESH_FOR = timedelta(minutes=5)
 
@@ -23,7 +23,7 @@ class CachedBalance:
     error: str | None = None
     _refresh: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def report(self, client: KieClient | None, now: datetime) -> dict[str, Any]:
+    def report(self, client: Balance | None, now: datetime) -> dict[str, Any]:
         stale = self.checked_at is None or now - self.checked_at > FRESH_FOR
         if client is not None and stale and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.create_task(self._fetch(client, now))
@@ -33,7 +33,7 @@ class CachedBalance:
             "error": self.error,
         }
 
-    async def _fetch(self, client: KieClient, now: datetime) -> None:
+    async def _fetch(self, client: Balance, now: datetime) -> None:
         try:
             self.value, self.error = await client.credits(), None
         except ProviderError as exc:

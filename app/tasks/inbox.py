@@ -1,7 +1,7 @@
-"""Kie.ai callbacks (market, 4o Image, Flux Kontext): verify, keep in the inbox, apply.
+"""Provider callbacks: verify, keep in the inbox, apply.
 
-Nothing is read from a body before the URL token is verified; only the upstream task id is
-read before the signature is.
+Nothing is read from a body before the URL token is verified; how the rest is checked and
+read is up to the provider that owns the callback's route.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,22 +20,15 @@ from app.db import queries
 from app.db.tables import CallbackEvent
 from app.deps import Deps
 from app.errors import ProviderError
-from app.inbound.untrusted import clean_text, load_json, scrub
-from app.providers import Provider
-from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET, Api
-from app.providers.kie import signature as kie_signature
-from app.providers.kie.client import CALLBACK_READERS
-from app.providers.kie.market import callback_task_id
+from app.inbound.untrusted import clean_text
+from app.providers.base import CallbackRefused, CallbackRoutes, Refusal
 from app.tasks.domain import Update
 from app.tasks.submit import callback_token
 from app.tasks.updates import Outcome, apply_updates
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_WINDOW_S = 300
-TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits; anything longer is no time at all
-ROUTE_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
-KEPT_HEADERS = ("content-type", "user-agent", "x-webhook-timestamp", "x-webhook-signature")
+KEPT_HEADERS = ("content-type", "user-agent")  # and whatever the route's owner keeps
 
 
 @dataclass(frozen=True)
@@ -52,24 +44,25 @@ REJECTED_TIMESTAMP = Verdict(401, "rejected:timestamp", "Callback timestamp outs
 MALFORMED = Verdict(400, "rejected:malformed", "Malformed callback body")
 # Signed by the provider perhaps, but about another upstream task than the one this URL is for.
 REJECTED_UPSTREAM_ID = Verdict(409, "rejected:upstream-id", "Callback names a different upstream task than this task's")
-# Kie could not confirm it just now: answered 200, and the sweeper asks Kie at once instead.
+# The provider could not confirm it just now: answered 200, and the sweeper asks the provider at once instead.
 UNCONFIRMED = Verdict(200, "unconfirmed")
+REFUSED = {Refusal.SIGNATURE: REJECTED_SIGNATURE, Refusal.TIMESTAMP: REJECTED_TIMESTAMP, Refusal.MALFORMED: MALFORMED}
 
 
 async def receive_callback(
-    deps: Deps, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+    deps: Deps, owner: CallbackRoutes, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
 ) -> Verdict:
-    """`route` is the callback URL's API segment (kie, kie-4o, kie-flux-kontext)."""
-    verdict, change = _verify_and_read(deps, route, task_id, token, headers, raw)
-    client = deps.providers.get("kie")
-    if change is not None and deps.settings.callback_confirm and client is not None:
-        change = await _confirm(client, ROUTE_APIS[route], change)
+    """`route` is the callback URL's API segment, one of those `owner` reads."""
+    verdict, change = _verify_and_read(deps, owner, route, task_id, token, headers, raw)
+    if change is not None and deps.settings.callback_confirm:
+        change = await _confirm(owner, route, change)
         verdict = verdict if change is not None else UNCONFIRMED
+    kept = (*KEPT_HEADERS, *owner.kept_headers)
     inbox = {
         "task_id": task_id[:40],
         "provider": route,
         "received_at": deps.clock(),
-        "headers": {name: clean_text(headers[name], 500) for name in KEPT_HEADERS if name in headers},
+        "headers": {name: clean_text(headers[name], 500) for name in kept if name in headers},
         "body": clean_text(raw.decode("utf-8", errors="replace")),
     }
     # Answered only once committed; callbacks arriving together share the transaction.
@@ -107,51 +100,26 @@ async def record_callbacks(deps: Deps, session: AsyncSession, group: list[Receiv
 
 
 def _verify_and_read(
-    deps: Deps, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+    deps: Deps, owner: CallbackRoutes, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
 ) -> tuple[Verdict, Update | None]:
     expected = callback_token(deps.settings.secret, task_id)
     if not hmac.compare_digest(expected.encode(), token.encode()):
         return REJECTED_TOKEN, None
     try:
-        # Cleaned, not refused: a provider would only send the same body again.
-        body = scrub(load_json(raw))
-    except ValueError:
-        return MALFORMED, None
-    hmac_key = deps.settings.kieai_webhook_hmac_key
-    if hmac_key is not None:
-        refused = _check_signature(hmac_key, body, headers, deps.clock().timestamp())
-        if refused is not None:
-            return refused, None
-    try:
-        _, change = CALLBACK_READERS[route](body)
-    except ValueError:
-        return MALFORMED, None
-    return Verdict(200, "accepted"), change
+        return Verdict(200, "accepted"), owner.read(route, headers, raw, deps.clock())
+    except CallbackRefused as exc:
+        return REFUSED[exc.refusal], None
 
 
-def _check_signature(key: str, body: object, headers: Mapping[str, str], now: float) -> Verdict | None:
-    timestamp = headers.get("x-webhook-timestamp", "")
-    signature = headers.get("x-webhook-signature", "")
-    try:
-        upstream_id = callback_task_id(body)
-    except ValueError:
-        return REJECTED_SIGNATURE
-    if not kie_signature.is_valid(key, upstream_id, timestamp, signature):
-        return REJECTED_SIGNATURE
-    if not TIMESTAMP.fullmatch(timestamp) or abs(now - int(timestamp)) > SIGNATURE_WINDOW_S:
-        return REJECTED_TIMESTAMP
-    return None
+async def _confirm(owner: CallbackRoutes, route: str, change: Update) -> Update | None:
+    """CALLBACK_CONFIRM=1: the provider's own record of the task replaces what the body says.
 
-
-async def _confirm(client: Provider, api: Api, change: Update) -> Update | None:
-    """CALLBACK_CONFIRM=1: Kie's signature does not cover the body, so ask recordInfo instead.
-
-    If Kie cannot be asked now, the callback is only a hint: the sweeper will ask later.
+    If the provider cannot be asked now, the callback is only a hint: the sweeper will ask later.
     """
     assert change.upstream_id is not None
     try:
-        confirmed = await client.query(api, change.upstream_id)
+        confirmed = await owner.confirm(route, change.upstream_id)
     except ProviderError as exc:
         log.warning("could not confirm callback for %s: %s", change.upstream_id, exc.message)
         return None
-    return replace(confirmed, upstream_id=change.upstream_id)
+    return change if confirmed is None else replace(confirmed, upstream_id=change.upstream_id)

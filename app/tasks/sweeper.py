@@ -1,5 +1,5 @@
-"""The fallback sweeper: sends tasks that never reached Kie, asks Kie about tasks whose
-callback is late, and times out tasks that never finish. Safe to run on every replica."""
+"""The fallback sweeper: sends tasks that never reached their provider, asks it about tasks
+whose callback is late or that must be polled, and times out tasks that never finish. Safe to run on every replica."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The upstream create-rate throttle, shared by every replica through the database.
 
-Kie accepts at most 20 new tasks per 10 s per account and refuses (does not queue) the rest.
-Every create first takes a slot here; without one, the task stays pending and the sweeper
-sends it when the window has room, oldest first.
+A provider with a create window (see CreateWindow) refuses, not queues, the creates beyond it.
+Every create to such a provider first takes a slot here; without a slot, the task stays pending
+and the sweeper sends it when the window has room, oldest first.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.tables import UpstreamSend
 from app.deps import Deps
+from app.providers.base import CreateWindow
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,9 @@ class Slot:
 
 
 def limit_for(deps: Deps, provider: str) -> tuple[int, timedelta] | None:
-    if provider == "kie" and deps.settings.kie_create_limit > 0:
-        return deps.settings.kie_create_limit, timedelta(seconds=deps.settings.kie_create_window_s)
-    return None
+    """The provider's create window: at most `count` creates per `window`; None if it has none."""
+    client = deps.providers.get(provider)
+    return client.create_limit() if isinstance(client, CreateWindow) else None
 
 
 async def take_slot(deps: Deps, provider: str) -> Slot:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -52,18 +53,29 @@ KIE_APIS = {
         kie_dedicated.read_flux_callback,
     ),
 }
-# Callback URL segment -> how that API's callbacks read.
-CALLBACK_READERS = {api.callback_route: KIE_APIS[api.name].read_callback for api in (MARKET, GPT4O, FLUX_KONTEXT)}
+# Callback URL segment -> the API calling back, and how its callbacks read.
+CALLBACK_APIS = {api.callback_route: api for api in (MARKET, GPT4O, FLUX_KONTEXT)}
+CALLBACK_READERS = {route: KIE_APIS[api.name].read_callback for route, api in CALLBACK_APIS.items()}
 
 
 class KieClient:
     label = LABEL
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str, upload_base_url: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        upload_base_url: str,
+        *,
+        create_limit: tuple[int, timedelta] | None = None,
+    ) -> None:
+        """`create_limit`: the account's create window (Kie allows 20 per 10 s), None to send unthrottled."""
         self._http = http
         self._base_url = base_url
         self._upload_base_url = upload_base_url
         self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._create_limit = create_limit
 
     async def create(self, spec: ModelSpec, body: dict[str, Any], callback_url: str | None) -> str:
         api = KIE_APIS[spec.api.name]
@@ -98,6 +110,10 @@ class KieClient:
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise ProviderUnavailable("Kie.ai returned no credit balance")
         return float(data)
+
+    def create_limit(self) -> tuple[int, timedelta] | None:
+        """Kie refuses (does not queue) the creates beyond its window."""
+        return self._create_limit
 
     def rejection_status(self, code: int | None) -> int:
         return 400  # the seed gateway's contract: every Kie.ai refusal is "400 Kie.ai error: ..."
