@@ -38,7 +38,7 @@ test-sqlite: install
 	$(BIN)/pytest
 
 test-postgres: install
-	@if $(BIN)/python -m tests.pg_available "$(PG_TEST_URL)"; then \
+	@if $(BIN)/python -m tests.support.pg_available "$(PG_TEST_URL)"; then \
 		echo "== PostgreSQL pass: $(PG_TEST_URL)"; \
 		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/pytest; \
 	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \

@@ -33,7 +33,7 @@ from app.main import create_app
 from app.outbox.outbound import resolve
 from app.providers.kie import signature as kie_signature
 from app.settings import Settings
-from tests.servers import ThreadServer, free_port
+from tests.support.servers import ThreadServer, free_port
 
 EMULATOR_API_KEY = "test-kie-key"
 KVID_API_KEY = "test-kvid-key"
