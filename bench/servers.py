@@ -85,7 +85,7 @@ def start_bare(workdir: Path) -> Server:
 
 
 def gateway_env(database_url: str, emulator_url: str, workdir: Path) -> dict[str, str]:
-    """As tests/conftest.py's gateway_env, tuned for a long run against the emulator."""
+    """As tests/support/gateways.py's gateway_env, tuned for a long run against the emulator."""
     return {
         "DATABASE_URL": database_url,
         "KIEAI_API_KEY": KIE_API_KEY,

@@ -14,7 +14,8 @@ from PIL import Image
 
 from app.client import AsyncImagehook, ImagehookError
 from app.client.generate import add_generate_command
-from tests.conftest import Emulator, Gateway, wait_until
+from tests.support.gateways import Emulator, Gateway
+from tests.support.waiting import wait_until
 
 MakeKey = Callable[[str], Awaitable[str]]
 

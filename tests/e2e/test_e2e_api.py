@@ -7,8 +7,9 @@ import pytest
 
 from app.db.migrate import downgrade, upgrade
 from app.db.tables import CallbackEvent, Task
-from tests.conftest import Emulator, Gateway, StartGateway, count_rows, wait_for_state
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import count_rows
+from tests.support.gateways import Emulator, Gateway, StartGateway, wait_for_state
 
 LONG = "x" * 10001
 

@@ -14,8 +14,10 @@ from sqlalchemy import select
 
 from app.db.tables import Task, TaskEvent
 from app.tasks.submit import callback_token
-from tests.conftest import SECRET, Emulator, callback_verdicts, load_task, market_callback, post_signed, wait_until
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import callback_verdicts, load_task
+from tests.support.gateways import SECRET, Emulator, market_callback, post_signed
+from tests.support.waiting import wait_until
 
 IMAGE = "https://images.example.com/input.png"
 

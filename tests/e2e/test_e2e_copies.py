@@ -25,18 +25,11 @@ from app.emulator.images import render
 from app.outbox import copies
 from app.outbox.copies import copy_due
 from app.outbox.outbound import Resolver, resolve
-from tests.conftest import (
-    Emulator,
-    Gateway,
-    StartGateway,
-    gateway_env,
-    gateway_settings,
-    load_task,
-    wait_for_state,
-    wait_until,
-)
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import load_task
+from tests.support.gateways import Emulator, Gateway, StartGateway, gateway_env, gateway_settings, wait_for_state
 from tests.support.servers import ProcessServer, ThreadServer, free_port
+from tests.support.waiting import wait_until
 
 PNG = render((1.0, 1.0), "png")
 IMMUTABLE = "private, max-age=31536000, immutable"

@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from app.db.tables import Task
-from tests.conftest import Emulator, Gateway, StartGateway, count_rows
+from tests.support.database import count_rows
+from tests.support.gateways import Emulator, Gateway, StartGateway
 
 GENERATE = "/api/images/generate"
 JSON = {"Content-Type": "application/json"}

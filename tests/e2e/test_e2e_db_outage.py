@@ -26,10 +26,11 @@ from sqlalchemy.engine import make_url
 from app.db.tables import Task
 from app.main import create_app
 from app.reads.watch import LISTENER_NAME
-from tests.conftest import Emulator, Gateway, StartGateway, gateway_settings, wait_for_state, wait_until
 from tests.e2e.test_e2e_flow import submit
+from tests.support.gateways import Emulator, Gateway, StartGateway, gateway_settings, wait_for_state
 from tests.support.servers import ThreadServer, free_port
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 TIMEOUT_S = 1.0  # DATABASE_TIMEOUT_S of the gateways here
 BOUND_S = 4 * TIMEOUT_S  # what an answer may take during an outage (without the bounds: about 29 s)

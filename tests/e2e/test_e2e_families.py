@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from app.db.tables import Task
-from tests.conftest import Emulator, callback_verdicts, count_rows, load_task, wait_for_state
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import callback_verdicts, count_rows, load_task
+from tests.support.gateways import Emulator, wait_for_state
 
 IMAGE = "https://images.example.com/input.png"
 STYLES = [

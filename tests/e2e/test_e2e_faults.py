@@ -9,16 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from app.db.tables import Task
-from tests.conftest import (
-    Emulator,
-    StartGateway,
-    callback_verdicts,
-    load_task,
-    market_callback,
-    post_signed,
-    wait_for_state,
-)
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import callback_verdicts, load_task
+from tests.support.gateways import Emulator, StartGateway, market_callback, post_signed, wait_for_state
 
 
 async def slow_task(client: httpx.AsyncClient, kie: Emulator) -> tuple[str, dict]:

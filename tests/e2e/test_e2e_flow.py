@@ -7,17 +7,9 @@ import asyncio
 import httpx
 
 from app.db.tables import CallbackEvent
-from tests.conftest import (
-    Emulator,
-    callback_verdicts,
-    count_rows,
-    load_task,
-    market_callback,
-    post_signed,
-    task_events,
-    wait_for_state,
-    wait_until,
-)
+from tests.support.database import callback_verdicts, count_rows, load_task, task_events
+from tests.support.gateways import Emulator, market_callback, post_signed, wait_for_state
+from tests.support.waiting import wait_until
 
 
 async def test_happy_path_callback_completes_task_without_any_query(

@@ -11,8 +11,9 @@ import httpx
 from sqlalchemy import select
 
 from app.db.tables import Task
-from tests.conftest import Emulator, gateway_env, wait_until
+from tests.support.gateways import Emulator, gateway_env
 from tests.support.servers import ProcessServer, ThreadServer, free_port
+from tests.support.waiting import wait_until
 
 BURST = 30
 

@@ -7,8 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import Emulator, wait_for_state, wait_until
 from tests.e2e.test_e2e_flow import submit
+from tests.support.gateways import Emulator, wait_for_state
+from tests.support.waiting import wait_until
 
 
 async def list_all(client: httpx.AsyncClient, **params: object) -> list[dict]:

@@ -17,9 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.outbox.outbound import DestinationRefused, pinned_client, webhook_policy
-from tests.conftest import ClientOf, Emulator, StartGateway, StartServer
 from tests.e2e.test_e2e_copies import PNG, copy_once
 from tests.e2e.test_e2e_webhooks import settled, statuses, submit, wait_for_delivery
+from tests.support.gateways import ClientOf, Emulator, StartGateway, StartServer
 from tests.support.resolvers import Scripted
 from tests.support.servers import ThreadServer
 

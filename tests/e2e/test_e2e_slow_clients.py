@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import Emulator, gateway_env, wait_until
 from tests.e2e.test_e2e_waiting import read_sse
+from tests.support.gateways import Emulator, gateway_env
 from tests.support.servers import ProcessServer, free_port
+from tests.support.waiting import wait_until
 
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 1.0, 2.0
 MARGIN_S = 8.0

@@ -15,8 +15,10 @@ from sqlalchemy import select, update
 from app.db.tables import ApiKey, CallbackEvent, Task, TaskEvent
 from app.deps import open_deps
 from app.tasks.retention import purge
-from tests.conftest import EMULATOR_API_KEY, Emulator, Gateway, StartGateway, count_rows, wait_for_state, wait_until
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import count_rows
+from tests.support.gateways import EMULATOR_API_KEY, Emulator, Gateway, StartGateway, wait_for_state
+from tests.support.waiting import wait_until
 
 
 async def set_limits(sessions, key_id: int, **limits: float) -> None:

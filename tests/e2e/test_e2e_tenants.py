@@ -16,19 +16,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.db.tables import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
-from tests.conftest import (
-    ClientOf,
-    Emulator,
-    StartGateway,
-    StartServer,
-    count_rows,
-    load_task,
-    wait_for_state,
-    wait_until,
-)
 from tests.e2e.test_e2e_flow import submit
 from tests.e2e.test_hostile_input import BODY_CASES, READ_CASES
+from tests.support.database import count_rows, load_task
+from tests.support.gateways import ClientOf, Emulator, StartGateway, StartServer, wait_for_state
 from tests.support.servers import ThreadServer
+from tests.support.waiting import wait_until
 
 
 async def test_a_clients_bad_reads_never_fail_anothers_first_reads(gateway, client_of: ClientOf, kie: Emulator) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulator
+from tests.support.gateways import Emulator
 from tests.unit.test_upload_images import BODIES, png_claiming
 
 PNG, JPEG, WEBP = BODIES["PNG"], BODIES["JPEG"], BODIES["WEBP"]

@@ -10,15 +10,11 @@ import httpx
 import pytest
 
 from app.db.tables import Task
-from tests.conftest import (
-    Emulator,
-    StartGateway,
-    count_rows,
-    gateway_env,
-    wait_until,
-)
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import count_rows
+from tests.support.gateways import Emulator, StartGateway, gateway_env
 from tests.support.servers import ProcessServer, free_port
+from tests.support.waiting import wait_until
 
 BODY = {"prompt": "a red fox", "aspectRatio": "1:1"}
 

@@ -26,18 +26,10 @@ from starlette.routing import Route
 from app.db.tables import ApiKey, Task, WebhookAttempt, WebhookDelivery
 from app.deps import open_deps
 from app.keys import new_webhook_secret, rotate_webhook_secret
-from tests.conftest import (
-    ClientKey,
-    Emulator,
-    Gateway,
-    StartGateway,
-    StartServer,
-    count_rows,
-    gateway_env,
-    wait_for_state,
-    wait_until,
-)
+from tests.support.database import ClientKey, count_rows
+from tests.support.gateways import Emulator, Gateway, StartGateway, StartServer, gateway_env, wait_for_state
 from tests.support.servers import ProcessServer, ThreadServer, free_port
+from tests.support.waiting import wait_until
 
 # --- the receiver -------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.tasks.submit import callback_token
-from tests.conftest import SECRET, Emulator, Gateway
 from tests.e2e.test_e2e_flow import submit
+from tests.support.gateways import SECRET, Emulator, Gateway
 
 FUZZ = settings(
     # More for a longer hunt: FUZZ_EXAMPLES=5000 make test-sqlite

@@ -13,8 +13,9 @@ import pytest
 
 from app.db.tables import CallbackEvent, IdempotencyKey, Task, TaskEvent, UpstreamSend
 from app.providers.kie import signature as kie_signature
-from tests.conftest import HMAC_KEY, Emulator, callback_verdicts, count_rows, load_task, market_callback
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import callback_verdicts, count_rows, load_task
+from tests.support.gateways import HMAC_KEY, Emulator, market_callback
 
 DEEP = b"[" * 100_000
 NESTED_40 = {"prompt": "a fox", "options": json.loads("[" * 40 + "]" * 40)}

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from app.errors import ProviderRejected, ProviderUnavailable
 from app.providers.http import send
-from tests.conftest import StartServer
+from tests.support.gateways import StartServer
 from tests.support.servers import ThreadServer, free_port
 
 TIMEOUT = httpx.Timeout(0.3)  # each step; the whole call gets the four steps' sum, 1.2 s

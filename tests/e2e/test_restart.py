@@ -6,9 +6,11 @@ import asyncio
 
 import httpx
 
-from tests.conftest import Emulator, callback_verdicts, gateway_env, wait_until
 from tests.e2e.test_e2e_flow import submit
+from tests.support.database import callback_verdicts
+from tests.support.gateways import Emulator, gateway_env
 from tests.support.servers import ProcessServer, free_port
+from tests.support.waiting import wait_until
 
 
 async def test_task_in_flight_survives_a_killed_gateway(

@@ -15,7 +15,7 @@ from app.db.tables import ApiKey, Task
 from app.deps import Deps, open_deps
 from app.keys import new_webhook_secret
 from app.tasks.sweeper import sweep_once
-from tests.conftest import EMULATOR_API_KEY, Emulator, gateway_settings
+from tests.support.gateways import EMULATOR_API_KEY, Emulator, gateway_settings
 
 
 async def upstream_tasks(emulator_url: str, count: int) -> list[str]:

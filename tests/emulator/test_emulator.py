@@ -7,19 +7,13 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from app.emulator import Faults, create_emulator, images
 from app.providers.kie import signature as kie_signature
+from tests.support.emulated import API_KEY, HMAC_KEY
+from tests.support.waiting import wait_until
 
-API_KEY = "test-key"
-HMAC_KEY = "test-hmac-key"
-KVID_KEY = "test-kvid-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 RECORD_KEYS = {
     "taskId", "model", "state", "param", "resultJson", "failCode", "failMsg",
@@ -30,56 +24,6 @@ COUNTERS = (
     "kvidGenerate", "kvidStatus", "kvidResult", "upload", "credit", "rateLimited", "fileDownloads",
 )  # fmt: skip
 NO_CALLS = {**dict.fromkeys(COUNTERS, 0), "recordInfoByTask": {}, "fileDownloadsByPath": {}}
-
-
-@pytest.fixture(autouse=True)
-def empty_tables() -> None:
-    """Replaces conftest's autouse database cleanup: the emulator needs no database."""
-
-
-class Receiver:
-    """Collects callbacks POSTed to it; answers with `status`."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.status = 200
-        self.url = ""
-
-    async def endpoint(self, request: Request) -> JSONResponse:
-        self.received.append({"headers": request.headers, "body": await request.json()})
-        return JSONResponse({"code": 200, "msg": "success"}, status_code=self.status)
-
-
-@pytest.fixture
-async def receiver():
-    """A real HTTP server, so callbacks go through the emulator's actual httpx client."""
-    receiver = Receiver()
-    app = Starlette(routes=[Route("/callback", receiver.endpoint, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="none")
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started)
-    receiver.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/callback"
-    yield receiver
-    server.should_exit = True
-    await serving
-
-
-@pytest.fixture
-async def emulator():
-    app = create_emulator(api_key=API_KEY, hmac_key=HMAC_KEY, kvid_api_key=KVID_KEY)
-    # ASGITransport does not run the lifespan, and the lifespan owns the callback client.
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://emulator.test") as client:
-            yield app.state.emulator, client
-
-
-async def wait_until(predicate, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def set_faults(client: httpx.AsyncClient, **fields) -> None:
@@ -210,7 +154,7 @@ async def test_signed_success_callback_in_market_format(emulator, receiver):
     await set_faults(client, generate_s=0.2)
     body = create_body(receiver.url)
     task_id = await create(client, body)
-    await wait_until(lambda: store.jobs[task_id].deliveries)  # recorded once the receiver has answered
+    assert await wait_until(lambda: store.jobs[task_id].deliveries)  # recorded once the receiver has answered
     callback = receiver.received[0]["body"]
     assert callback["code"] == 200 and callback["msg"] == "Playground task completed successfully."
     data = callback["data"]
@@ -229,7 +173,7 @@ async def test_failed_job_callback(emulator, receiver):
     _, client = emulator
     await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="NSFW", fail_code="400")
     task_id = await create(client, create_body(receiver.url))
-    await wait_until(lambda: receiver.received)
+    assert await wait_until(lambda: receiver.received)
     callback = receiver.received[0]["body"]
     assert (callback["code"], callback["msg"]) == (501, "Playground task failed.")
     data = callback["data"]
@@ -256,7 +200,7 @@ async def test_duplicate_callbacks_are_identical(emulator, receiver):
     store, client = emulator
     await set_faults(client, generate_s=0.1, duplicate_callbacks=2)
     task_id = await create(client, create_body(receiver.url))
-    await wait_until(lambda: len(store.jobs[task_id].deliveries) == 3)
+    assert await wait_until(lambda: len(store.jobs[task_id].deliveries) == 3)
     assert all(r["body"] == receiver.received[0]["body"] for r in receiver.received)
     assert len(store.jobs[task_id].deliveries) == 3
 
@@ -276,7 +220,7 @@ async def test_failed_deliveries_are_recorded_and_not_retried(emulator, receiver
     await set_faults(client, generate_s=0.05)
     rejected = await create(client, create_body(receiver.url))
     refused = await create(client, create_body("http://127.0.0.1:1/callback"))
-    await wait_until(lambda: store.jobs[rejected].deliveries and store.jobs[refused].deliveries)
+    assert await wait_until(lambda: store.jobs[rejected].deliveries and store.jobs[refused].deliveries)
     await asyncio.sleep(0.2)
     assert [d["status"] for d in store.jobs[rejected].deliveries] == [500]
     [failure] = store.jobs[refused].deliveries

@@ -13,11 +13,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CALLBACK_URL = "http://receiver.test/callback"
 
 
-@pytest.fixture(autouse=True)
-def empty_tables() -> None:
-    """Replaces conftest's autouse database cleanup: the emulator needs no database."""
-
-
 @pytest.fixture
 async def emulator():
     """The emulator app in process; its callbacks go to an in-memory receiver (the list yielded last)."""

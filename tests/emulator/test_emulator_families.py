@@ -4,10 +4,9 @@ import asyncio
 
 import httpx
 
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import AUTH, KVID_KEY, NO_CALLS, create_body, set_faults, wait_until
-
-emulator, receiver, empty_tables = base.emulator, base.receiver, base.empty_tables
+from tests.emulator.test_emulator import AUTH, NO_CALLS, create_body, set_faults
+from tests.support.emulated import KVID_KEY
+from tests.support.waiting import wait_until
 
 KVID = {"api-key": KVID_KEY}
 # One create call per family: (path, body, headers), and how to read the new id from the answer.
@@ -121,7 +120,7 @@ async def test_callback_before_response_and_duplicates_apply_to_dedicated_apis(e
     assert [r["body"]["data"]["taskId"] for r in receiver.received] == [task_id, task_id]
     await set_faults(client, generate_s=0.05, callback_delay_s=0.05)
     task_id = new_id(await create_any(client, "4o", receiver.url))
-    await wait_until(lambda: store.jobs[task_id].deliveries)
+    assert await wait_until(lambda: store.jobs[task_id].deliveries)
     assert receiver.received[2]["body"]["data"] == {
         "taskId": task_id,
         "info": {"result_urls": [f"http://emulator.test/files/{task_id}/0.png"]},

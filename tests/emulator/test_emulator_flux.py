@@ -4,11 +4,9 @@ import json
 
 import pytest
 
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import AUTH, assert_signed, fetch_image, set_faults, wait_until
+from tests.emulator.test_emulator import AUTH, assert_signed, fetch_image, set_faults
 from tests.support.kie_calls import kie_generate, kie_record
-
-emulator, receiver, empty_tables = base.emulator, base.receiver, base.empty_tables
+from tests.support.waiting import wait_until
 
 GENERATE = "/api/v1/flux/kontext/generate"
 RECORD_INFO = "/api/v1/flux/kontext/record-info"
@@ -94,7 +92,7 @@ async def test_signed_success_callback(emulator, receiver):
     store, client = emulator
     await set_faults(client, generate_s=0.2)
     task_id = await kie_generate(client, GENERATE, body_flux(receiver.url, outputFormat="png"))
-    await wait_until(lambda: store.jobs[task_id].deliveries)
+    assert await wait_until(lambda: store.jobs[task_id].deliveries)
     url = f"http://emulator.test/files/{task_id}/0.png"
     assert receiver.received[0]["body"] == {
         "code": 200,
@@ -108,7 +106,7 @@ async def test_failure_callback_has_empty_urls(emulator, receiver):
     _, client = emulator
     await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="content policy", fail_code="400")
     task_id = await kie_generate(client, GENERATE, body_flux(receiver.url))
-    await wait_until(lambda: receiver.received)
+    assert await wait_until(lambda: receiver.received)
     assert receiver.received[0]["body"] == {
         "code": 501,
         "msg": "content policy",

@@ -4,12 +4,9 @@ import json
 
 import pytest
 
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import AUTH, assert_signed, create, create_body, fetch_image, set_faults, wait_until
+from tests.emulator.test_emulator import AUTH, assert_signed, create, create_body, fetch_image, set_faults
 from tests.support.kie_calls import kie_generate, kie_record
-
-# The emulator-only fixtures, re-bound here so pytest finds them in this module too.
-emulator, receiver, empty_tables = base.emulator, base.receiver, base.empty_tables
+from tests.support.waiting import wait_until
 
 GENERATE = "/api/v1/gpt4o-image/generate"
 RECORD_INFO = "/api/v1/gpt4o-image/record-info"
@@ -112,7 +109,7 @@ async def test_signed_success_callback_nests_result_urls_under_info(emulator, re
     store, client = emulator
     await set_faults(client, generate_s=0.2)
     task_id = await kie_generate(client, GENERATE, body_4o(receiver.url, nVariants=4))
-    await wait_until(lambda: store.jobs[task_id].deliveries)
+    assert await wait_until(lambda: store.jobs[task_id].deliveries)
     urls = [f"http://emulator.test/files/{task_id}/{n}.png" for n in range(4)]
     assert receiver.received[0]["body"] == {
         "code": 200,
@@ -129,7 +126,7 @@ async def test_failure_callback_has_null_info(emulator, receiver):
     _, client = emulator
     await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="could not download filesUrl", fail_code="451")
     task_id = await kie_generate(client, GENERATE, body_4o(receiver.url))
-    await wait_until(lambda: receiver.received)
+    assert await wait_until(lambda: receiver.received)
     assert receiver.received[0]["body"] == {
         "code": 451,
         "msg": "could not download filesUrl",

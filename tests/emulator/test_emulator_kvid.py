@@ -8,10 +8,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import API_KEY, AUTH, KVID_KEY, set_faults
-
-emulator, receiver, empty_tables = base.emulator, base.receiver, base.empty_tables
+from tests.emulator.test_emulator import AUTH, set_faults
+from tests.support.emulated import API_KEY, KVID_KEY
 
 KVID = {"api-key": KVID_KEY}
 TEXT_TO_IMAGE = "/ai/generation/text-to-image/generate-async"

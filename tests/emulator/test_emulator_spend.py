@@ -13,11 +13,10 @@ import uvicorn
 from PIL import Image
 
 from app.emulator import Faults, create_emulator
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import API_KEY, AUTH, KVID_KEY, create, create_body, record, set_faults, wait_until
+from tests.emulator.test_emulator import AUTH, create, create_body, record, set_faults
 from tests.emulator.test_emulator_families import KVID, create_any, new_id
-
-emulator, empty_tables = base.emulator, base.empty_tables
+from tests.support.emulated import API_KEY, KVID_KEY
+from tests.support.waiting import wait_until
 
 CREDIT = "/api/v1/chat/credit"
 KIE_APIS = ("market", "4o", "flux-kontext")
@@ -254,7 +253,7 @@ async def served():
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started)
+    assert await wait_until(lambda: server.started)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     async with httpx.AsyncClient(base_url=url) as client:
         yield client

@@ -8,10 +8,8 @@ import httpx
 import pytest
 
 from app.emulator import images
-from tests.emulator import test_emulator as base
-from tests.emulator.test_emulator import AUTH, KVID_KEY, set_faults
-
-emulator, empty_tables = base.emulator, base.empty_tables
+from tests.emulator.test_emulator import AUTH, set_faults
+from tests.support.emulated import KVID_KEY
 
 STREAM = "/api/file-stream-upload"
 BASE64 = "/api/file-base64-upload"

@@ -18,8 +18,7 @@ from starlette.requests import Request
 from app.db import outage
 from app.db.engine import create_engine
 from app.db.outage import Breaker, is_outage
-from app.db.tables import ApiKey
-from app.deps import Deps, open_deps, utc_now
+from app.deps import Deps, open_deps
 from app.errors import DatabaseUnavailable, NotFound, Unauthorized
 from app.keys import authenticate, hash_key
 from app.main import database_error
@@ -92,14 +91,6 @@ async def test_a_value_the_database_refused_is_the_clients_400_not_a_500() -> No
         400,
         {"error": "The request holds a value that cannot be stored"},
     )
-
-
-async def test_a_refused_statement_keeps_its_own_error(engine, sessions, make_client_key) -> None:
-    key = await make_client_key("twice")
-    with pytest.raises(sa_exc.IntegrityError):
-        async with sessions.begin() as session:
-            row = ApiKey(id=key.id, name="again", key_hash="x", prefix="x", webhook_secret="x", created_at=utc_now())
-            session.add(row)
 
 
 # --- the breaker
