@@ -20,6 +20,7 @@ SWEEP_INTERVAL_S = 1
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on now (the tests' servers take theirs from here too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

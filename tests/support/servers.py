@@ -1,4 +1,5 @@
-"""Real uvicorn servers for end-to-end tests: in a thread, or in a child process that can be killed."""
+"""Real uvicorn servers for end-to-end tests: in a thread, or in a child process that can be killed.
+free_port is the benchmark's own (bench needs no test dependency, so the tests borrow from it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import faulthandler
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.servers import free_port
 
 
 class ThreadServer:
