@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -195,6 +195,7 @@ async def test_a_copy_cut_off_by_a_killed_gateway_is_redone(
     assert leftover.name.endswith(".part")
     (row,) = await copies_of(sessions, task_id)
     assert (row.state, row.attempts) == ("pending", 0) and row.next_attempt_at > datetime.now(UTC)  # leased
+    await outlive_lease(sessions, row)
 
     second = await asyncio.to_thread(ProcessServer(env, port).start)
     try:
@@ -209,6 +210,14 @@ async def test_a_copy_cut_off_by_a_killed_gateway_is_redone(
         assert (row.state, row.attempts, row.sha256) == ("stored", 1, hashlib.sha256(content).hexdigest())
     finally:
         await asyncio.to_thread(second.stop)
+
+
+async def outlive_lease(sessions: Any, row: StoredFile) -> None:
+    """Move the lease of a killed copier into the past, as its lease_s (copy timeout + 10 s) passing
+    would: the gateway runs in its own process, so no clock of the test's can step it there."""
+    async with sessions.begin() as session:
+        stmt = update(StoredFile).where(StoredFile.id == row.id)
+        await session.execute(stmt.values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
 
 
 # --- the copier against a scripted file host ------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from app.tasks.submit import callback_token
 from tests.e2e.test_e2e_flow import submit
-from tests.support.gateways import SECRET, Emulator, Gateway
+from tests.support.gateways import SECRET, Emulator, Gateway, StartGateway
 
 FUZZ = settings(
     # More for a longer hunt: FUZZ_EXAMPLES=5000 make test-sqlite
@@ -56,6 +56,13 @@ def assert_answered_well(response: httpx.Response) -> None:
 
 def encoded(body: Any) -> bytes:
     return json.dumps(body).encode()  # ensure_ascii: surrogates and NULs travel as escapes
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    """A gateway whose sweeper leaves the fuzz's pending tasks be: checking every one of them upstream,
+    every round, once they pass stale_after_s would only slow each example down."""
+    return await start_gateway(stale_after_s=600)
 
 
 @pytest.fixture
