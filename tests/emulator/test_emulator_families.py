@@ -3,8 +3,21 @@
 import asyncio
 
 import httpx
+import pytest
 
-from tests.emulator.test_emulator import AUTH, NO_CALLS, create_body, set_faults
+from tests.emulator.test_emulator import (
+    AUTH,
+    MARKET_INVALID_BODIES,
+    MARKET_TIMELINE,
+    NO_CALLS,
+    T0,
+    Timeline,
+    create_body,
+    set_faults,
+)
+from tests.emulator.test_emulator_flux import FLUX_INVALID_BODIES, FLUX_TIMELINE
+from tests.emulator.test_emulator_gpt4o import GPT4O_INVALID_BODIES, GPT4O_TIMELINE
+from tests.emulator.test_emulator_kvid import KVID_TIMELINE
 from tests.support.emulated import KVID_KEY
 from tests.support.waiting import wait_until
 
@@ -36,6 +49,40 @@ async def create_any(client: httpx.AsyncClient, api: str, callback_url: str | No
 def new_id(response: httpx.Response) -> str:
     data = response.json()["data"]
     return data.get("taskId") or data["job_id"]
+
+
+@pytest.mark.parametrize(
+    "timeline",
+    [MARKET_TIMELINE, GPT4O_TIMELINE, FLUX_TIMELINE, KVID_TIMELINE],
+    ids=["market", "4o", "flux-kontext", "kvid"],
+)
+async def test_every_family_walks_the_shared_timeline(emulator, timeline: Timeline):
+    store, client = emulator
+    now = T0
+    store.clock = lambda: now  # step the job through its states without sleeping
+    await set_faults(client, generate_s=10)
+    task_id, body = await timeline.create(client)
+    shown = []
+    for elapsed in timeline.pending_at:
+        now = T0 + elapsed
+        shown.append(timeline.pending(await timeline.read(client, task_id)))
+    assert shown == timeline.shown
+    now = T0 + 10
+    await timeline.done(client, await timeline.read(client, task_id), task_id, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [(CREATES["market"][0], *case) for case in MARKET_INVALID_BODIES]
+    + [(CREATES["4o"][0], *case) for case in GPT4O_INVALID_BODIES]
+    + [(CREATES["flux-kontext"][0], *case) for case in FLUX_INVALID_BODIES],
+)
+async def test_an_invalid_kie_create_body_is_a_422_naming_the_problem(emulator, path, body, named):
+    store, client = emulator
+    response = await client.post(path, json=body, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["code"] == 422 and named in response.json()["msg"]
+    assert store.jobs == {}
 
 
 async def test_every_family_lands_in_one_task_list(emulator):

@@ -2,9 +2,10 @@
 
 import json
 
+import httpx
 import pytest
 
-from tests.emulator.test_emulator import AUTH, assert_signed, create, create_body, fetch_image, set_faults
+from tests.emulator.test_emulator import AUTH, Timeline, assert_signed, create, create_body, fetch_image, set_faults
 from tests.support.kie_calls import kie_generate, kie_record
 from tests.support.waiting import wait_until
 
@@ -23,31 +24,37 @@ def body_4o(callback_url: str | None = None, **fields) -> dict:
     return body
 
 
-async def test_generate_and_record_info_walk_the_timeline(emulator):
-    store, client = emulator
-    now = 1_700_000_000.0
-    store.clock = lambda: now
-    await set_faults(client, generate_s=10)
+async def gpt4o_create(client) -> tuple[str, dict]:
     body = body_4o(nVariants=2, isEnhance=True)
     created = await client.post(GENERATE, json=body, headers=AUTH)
     task_id = created.json()["data"]["taskId"]
     assert created.json() == {"code": 200, "msg": "success", "data": {"taskId": task_id}}
     assert task_id.startswith("4o_") and len(task_id) == 27
-    seen = []
-    for elapsed in (0, 5, 9.9):
-        now = 1_700_000_000.0 + elapsed
-        data = await kie_record(client, RECORD_INFO, task_id)
-        assert set(data) == RECORD_KEYS
-        assert (data["successFlag"], data["status"], data["response"]) == (0, "GENERATING", None)
-        assert data["completeTime"] is None and data["errorCode"] is None and data["errorMessage"] is None
-        seen.append(data["progress"])
-    assert seen == ["0.00", "0.50", "0.99"]
-    now = 1_700_000_010.0
-    data = await kie_record(client, RECORD_INFO, task_id)
+    return task_id, body
+
+
+def gpt4o_pending(data: dict) -> str:
+    assert set(data) == RECORD_KEYS
+    assert (data["successFlag"], data["status"], data["response"]) == (0, "GENERATING", None)
+    assert data["completeTime"] is None and data["errorCode"] is None and data["errorMessage"] is None
+    return data["progress"]
+
+
+async def gpt4o_done(client: httpx.AsyncClient, data: dict, task_id: str, body: dict) -> None:
     assert (data["successFlag"], data["status"], data["progress"]) == (1, "SUCCESS", "1.00")
     assert data["response"] == {"resultUrls": [f"http://emulator.test/files/{task_id}/{n}.png" for n in (0, 1)]}
     assert (data["createTime"], data["completeTime"]) == (1_700_000_000_000, 1_700_000_010_000)
     assert isinstance(data["paramJson"], str) and json.loads(data["paramJson"]) == body
+
+
+GPT4O_TIMELINE = Timeline(
+    gpt4o_create,
+    lambda client, task_id: kie_record(client, RECORD_INFO, task_id),
+    pending_at=(0, 5, 9.9),
+    pending=gpt4o_pending,
+    shown=["0.00", "0.50", "0.99"],
+    done=gpt4o_done,
+)
 
 
 @pytest.mark.parametrize(("fail_code", "error_code"), [("400", 400), ("451", 451), ("500", 500), ("oops", 500)])
@@ -60,29 +67,21 @@ async def test_failed_job_in_record_info(emulator, fail_code, error_code):
     assert data["completeTime"] == data["createTime"]
 
 
-@pytest.mark.parametrize(
-    ("body", "named"),
-    [
-        ({"prompt": "x"}, "size"),
-        ({"size": "16:9", "prompt": "x"}, "size"),
-        ({"size": "1:1"}, "prompt or filesUrl"),
-        ({"size": "1:1", "prompt": "", "filesUrl": []}, "prompt or filesUrl"),
-        ({"size": "1:1", "filesUrl": ["https://x/a.png"] * 6}, "filesUrl"),
-        ({"size": "1:1", "filesUrl": "https://x/a.png"}, "filesUrl"),
-        ({"size": "1:1", "prompt": "x", "nVariants": 3}, "nVariants"),
-        ({"size": "1:1", "prompt": "x", "nVariants": True}, "nVariants"),
-        ({"size": "1:1", "prompt": "x", "callBackUrl": "ftp://x"}, "callBackUrl"),
-        ({"size": "1:1", "prompt": "x", "fallbackModel": "DALL_E"}, "fallbackModel"),
-        ({"size": "1:1", "prompt": "x", "isEnhance": "yes"}, "isEnhance"),
-        (["size"], "JSON object"),
-    ],
-)
-async def test_invalid_generate_body_is_a_422_naming_the_problem(emulator, body, named):
-    store, client = emulator
-    response = await client.post(GENERATE, json=body, headers=AUTH)
-    assert response.status_code == 200
-    assert response.json()["code"] == 422 and named in response.json()["msg"]
-    assert store.jobs == {}
+# Bodies 4o generate refuses with a 422, and the field each answer names.
+GPT4O_INVALID_BODIES = [
+    ({"prompt": "x"}, "size"),
+    ({"size": "16:9", "prompt": "x"}, "size"),
+    ({"size": "1:1"}, "prompt or filesUrl"),
+    ({"size": "1:1", "prompt": "", "filesUrl": []}, "prompt or filesUrl"),
+    ({"size": "1:1", "filesUrl": ["https://x/a.png"] * 6}, "filesUrl"),
+    ({"size": "1:1", "filesUrl": "https://x/a.png"}, "filesUrl"),
+    ({"size": "1:1", "prompt": "x", "nVariants": 3}, "nVariants"),
+    ({"size": "1:1", "prompt": "x", "nVariants": True}, "nVariants"),
+    ({"size": "1:1", "prompt": "x", "callBackUrl": "ftp://x"}, "callBackUrl"),
+    ({"size": "1:1", "prompt": "x", "fallbackModel": "DALL_E"}, "fallbackModel"),
+    ({"size": "1:1", "prompt": "x", "isEnhance": "yes"}, "isEnhance"),
+    (["size"], "JSON object"),
+]
 
 
 async def test_files_alone_are_enough(emulator):

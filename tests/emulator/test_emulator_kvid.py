@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.emulator.test_emulator import AUTH, set_faults
+from tests.emulator.test_emulator import AUTH, Timeline, set_faults
 from tests.support.emulated import API_KEY, KVID_KEY
 
 KVID = {"api-key": KVID_KEY}
@@ -80,21 +80,30 @@ async def test_create_answers_a_queued_job(emulator, path, image_type):
     assert data["job_id"].startswith("img_") and len(data["job_id"]) == 28
 
 
-async def test_status_follows_the_shared_timeline(emulator):
-    store, client = emulator
-    now = 1_700_000_000.0
-    store.clock = lambda: now
-    await set_faults(client, generate_s=10)
-    job_id = await generate(client)
-    seen = []
-    for elapsed in (0, 2.5, 5, 10):
-        now = 1_700_000_000.0 + elapsed
-        response = await query(client, STATUS, job_id)
-        assert response.status_code == 200 and response.json()["success"] is True
-        data = response.json()["data"]
-        assert set(data) == {"job_id", "status", "progress"} and data["job_id"] == job_id
-        seen.append((data["status"], data["progress"]))
-    assert seen == [("queued", 0), ("queued", 25), ("processing", 50), ("completed", 100)]
+async def kvid_create(client) -> tuple[str, dict]:
+    return await generate(client), {"prompt": "a red fox"}
+
+
+async def kvid_status(client, job_id: str) -> dict:
+    response = await query(client, STATUS, job_id)
+    assert response.status_code == 200 and response.json()["success"] is True
+    data = response.json()["data"]
+    assert set(data) == {"job_id", "status", "progress"} and data["job_id"] == job_id
+    return data
+
+
+async def kvid_done(client: httpx.AsyncClient, data: dict, job_id: str, body: dict) -> None:
+    assert (data["status"], data["progress"]) == ("completed", 100)
+
+
+KVID_TIMELINE = Timeline(
+    kvid_create,
+    kvid_status,
+    pending_at=(0, 2.5, 5),
+    pending=lambda data: (data["status"], data["progress"]),
+    shown=[("queued", 0), ("queued", 25), ("processing", 50)],
+    done=kvid_done,
+)
 
 
 async def test_result_before_completion_is_a_400(emulator):
