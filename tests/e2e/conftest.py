@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.deps import utc_now
 from app.emulator import create_emulator
 from app.main import create_app
 from app.outbox.outbound import resolve
@@ -64,15 +65,16 @@ async def kie(emulator: ThreadServer) -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def start_gateway(database_url: str, emulator: ThreadServer) -> AsyncIterator[StartGateway]:
-    """start_gateway(**settings, resolver=...) -> a gateway under uvicorn whose callbacks come back to
-    itself; `resolver` answers its outbound name lookups (the system's by default)."""
+    """start_gateway(**settings, resolver=..., clock=...) -> a gateway under uvicorn whose callbacks come
+    back to itself; `resolver` answers its outbound name lookups (the system's by default), `clock` tells
+    it the time (the real one by default)."""
     servers: list[ThreadServer] = []
 
     async def start(**overrides: Any) -> Gateway:
         port = overrides.pop("port", None) or free_port()
-        resolver = overrides.pop("resolver", resolve)
+        resolver, clock = overrides.pop("resolver", resolve), overrides.pop("clock", utc_now)
         settings = gateway_settings(database_url, emulator.url, public_base_url=f"http://127.0.0.1:{port}", **overrides)
-        server = ThreadServer(create_app(settings, resolver=resolver), port)
+        server = ThreadServer(create_app(settings, resolver=resolver, clock=clock), port)
         await asyncio.to_thread(server.start)
         servers.append(server)
         return Gateway(server.url, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import select
 
 from app.db.tables import Task
 from tests.e2e.test_e2e_flow import submit
+from tests.support.clock import SteppedClock
 from tests.support.database import callback_verdicts, load_task
 from tests.support.gateways import Emulator, StartGateway, market_callback, post_signed, wait_for_state
 
@@ -95,10 +97,13 @@ async def test_definitive_rejection_answers_400_with_kie_message(
 
 
 async def test_task_that_never_finishes_times_out(start_gateway: StartGateway, kie: Emulator, client_of) -> None:
-    gateway = await start_gateway(task_timeout_s=1.5)
+    clock = SteppedClock()
+    gateway = await start_gateway(clock=clock)
     await kie.set_faults(generate_s=60, drop_callbacks=1.0)
     async with client_of(gateway) as client:
         task_id = await submit(client)
+        assert (await client.get("/api/images/status", params={"taskId": task_id})).json()["state"] != "fail"
+        clock.advance(timedelta(seconds=gateway.settings.task_timeout_s))
         status = await wait_for_state(client, task_id, {"fail"}, timeout=10)
     assert status["state"] == "fail"
     assert status["failMsg"] == "Task timed out"
