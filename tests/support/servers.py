@@ -4,6 +4,7 @@ free_port is the benchmark's own (bench needs no test dependency, so the tests b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import os
 import signal
@@ -19,6 +20,22 @@ import uvicorn
 from bench.servers import free_port
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's Server, whose main loop wakes as soon as it is asked to stop rather than at its next
+    0.1 s tick: every end-to-end test stops a gateway or two, and the ticks add up."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.wake = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 0.1)
+
+
 class ThreadServer:
     """An ASGI app under uvicorn on 127.0.0.1, on its own event loop in a thread."""
 
@@ -26,7 +43,7 @@ class ThreadServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = PromptServer(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -47,6 +64,8 @@ class ThreadServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.server.wake.set)
         self.thread.join(timeout=30)
         # A server still running would keep its database connections; fail here, not in later tests,
         # with every thread's stack to show where it is stuck.
