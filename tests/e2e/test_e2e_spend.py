@@ -111,9 +111,11 @@ async def test_burst_of_100_never_trips_kies_create_rate_limit(
     start_gateway: StartGateway, kie: Emulator, client_of, sessions
 ) -> None:
     """Kie takes 20 new tasks per 10 s and refuses the rest; imagehook queues instead. The window is
-    1 s here, on both sides: the same rule, ten times faster."""
-    await kie.set_faults(generate_s=0.1, create_rate_limit=[20, 1])
-    gateway = await start_gateway(kie_create_limit=20, kie_create_window_s=1, task_timeout_s=300)
+    5 s here, on both sides: the same rule, twice as fast. No shorter: a create still in flight holds
+    its place only while its window lasts, and one may take up to upstream_timeout_s (5 s here)."""
+    window_s = 5
+    await kie.set_faults(generate_s=0.1, create_rate_limit=[20, window_s])
+    gateway = await start_gateway(kie_create_limit=20, kie_create_window_s=window_s, task_timeout_s=300)
     async with client_of(gateway) as client:
         responses = await burst(client, 100)
         assert {r.status_code for r in responses} == {200}
