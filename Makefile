@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+# The test tiers that use a database; the unit and emulator tiers never do, so they run once, on SQLite.
+DATABASE_TIERS := tests/db tests/e2e
 # CI must never skip the PostgreSQL pass; on a laptop without PostgreSQL it is skipped loudly.
 REQUIRE_POSTGRES ?= $(CI)
 
@@ -38,9 +40,9 @@ test-sqlite: install
 	$(BIN)/pytest
 
 test-postgres: install
-	@if $(BIN)/python -m tests.pg_available "$(PG_TEST_URL)"; then \
+	@if $(BIN)/python -m tests.support.pg_available "$(PG_TEST_URL)"; then \
 		echo "== PostgreSQL pass: $(PG_TEST_URL)"; \
-		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/pytest; \
+		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/pytest $(DATABASE_TIERS); \
 	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \
 		echo "PostgreSQL is required but not reachable at $(PG_TEST_URL)"; exit 1; \
 	else \

@@ -73,8 +73,11 @@ class Deps:
 
 
 @asynccontextmanager
-async def open_deps(settings: Settings, *, resolver: Resolver = resolve) -> AsyncIterator[Deps]:
-    """Everything opened for settings; `resolver` answers the name lookups of outbound requests."""
+async def open_deps(
+    settings: Settings, *, resolver: Resolver = resolve, clock: Callable[[], datetime] = utc_now
+) -> AsyncIterator[Deps]:
+    """Everything opened for settings; `resolver` answers the name lookups of outbound requests, and
+    `clock` tells the time every deadline, lease and window is measured by (tests may step it)."""
     engine = create_engine(settings.database_url, settings.database_timeout_s)
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
@@ -88,6 +91,7 @@ async def open_deps(settings: Settings, *, resolver: Resolver = resolve) -> Asyn
                 build_providers(settings, http),
                 open_loader(engine),
                 StatusCache(settings.status_cache_size),
+                clock=clock,
                 write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
             )
             try:

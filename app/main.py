@@ -7,7 +7,8 @@ import contextlib
 import gc
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, TypedDict
 
 from sqlalchemy.exc import DataError, SQLAlchemyError
@@ -21,7 +22,7 @@ from app.api import callbacks, catalogue, files, health, images, tasks, uploads,
 from app.api.guard import RefuseNul
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
-from app.deps import Deps, open_deps
+from app.deps import Deps, open_deps, utc_now
 from app.errors import DatabaseUnavailable, GatewayError
 from app.outbox.outbound import Resolver, resolve
 from app.reads.watch import listen_postgres, watch_sqlite
@@ -38,10 +39,16 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
-def create_app(settings: Settings, *, run_sweeper_in_process: bool = True, resolver: Resolver = resolve) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    run_sweeper_in_process: bool = True,
+    resolver: Resolver = resolve,
+    clock: Callable[[], datetime] = utc_now,
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
-        async with open_deps(settings, resolver=resolver) as deps:
+        async with open_deps(settings, resolver=resolver, clock=clock) as deps:
             # Everything imported and built so far lives as long as the process: keep it out of the
             # collector's full passes, which otherwise stall every request for tens of milliseconds.
             gc.collect()

@@ -22,6 +22,7 @@ SWEEP_INTERVAL_S = 1
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on now (the tests' servers take theirs from here too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -87,7 +88,7 @@ def start_bare(workdir: Path) -> Server:
 
 
 def gateway_env(database_url: str, emulator_url: str, workdir: Path) -> dict[str, str]:
-    """As tests/conftest.py's gateway_env, tuned for a long run against the emulator."""
+    """As tests/support/gateways.py's gateway_env, tuned for a long run against the emulator."""
     return gateway_environment(emulator_url, api_key=KIE_API_KEY, hmac_key=HMAC_KEY) | {
         "DATABASE_URL": database_url,
         "IMAGEHOOK_SECRET": SECRET,
