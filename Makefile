@@ -8,6 +8,9 @@ PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 DATABASE_TIERS := tests/db tests/e2e
 # CI must never skip the PostgreSQL pass; on a laptop without PostgreSQL it is skipped loudly.
 REQUIRE_POSTGRES ?= $(CI)
+# Test files run on this many workers, each with a database of its own; most tests wait on servers, not the CPU.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install run test lint fmt test-sqlite test-postgres emulator bench
 
@@ -37,12 +40,12 @@ fmt: install
 	$(BIN)/ruff format app migrations tests bench
 
 test-sqlite: install
-	$(BIN)/pytest
+	$(PYTEST)
 
 test-postgres: install
 	@if $(BIN)/python -m tests.support.pg_available "$(PG_TEST_URL)"; then \
 		echo "== PostgreSQL pass: $(PG_TEST_URL)"; \
-		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(BIN)/pytest $(DATABASE_TIERS); \
+		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(PYTEST) $(DATABASE_TIERS); \
 	elif [ -n "$(REQUIRE_POSTGRES)" ]; then \
 		echo "PostgreSQL is required but not reachable at $(PG_TEST_URL)"; exit 1; \
 	else \

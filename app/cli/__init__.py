@@ -37,7 +37,7 @@ def build_parser() -> CommandParser:
     parser = CommandParser(prog="imagehook", usage="%(prog)s [-h] [--version] COMMAND ...")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('imagehook')}")
     # The description lists the commands, subcommands included, so argparse's own list is left out.
-    commands = parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(metavar="COMMAND", help=argparse.SUPPRESS, prog=parser.prog)
     for register in COMMAND_GROUPS:
         register(commands)
     parser.description = describe(SUMMARY, parser)

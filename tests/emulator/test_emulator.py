@@ -62,6 +62,25 @@ async def create(client: httpx.AsyncClient, body: dict) -> str:
     return response.json()["data"]["taskId"]
 
 
+async def create_dedicated(client: httpx.AsyncClient, path: str, body: dict, prefix: str) -> str:
+    """A create on a dedicated API (4o Image, Flux Kontext): its exact answer, and an id of its family's shape."""
+    created = await client.post(path, json=body, headers=AUTH)
+    task_id = created.json()["data"]["taskId"]
+    assert created.json() == {"code": 200, "msg": "success", "data": {"taskId": task_id}}
+    assert task_id.startswith(prefix) and len(task_id) == 27
+    return task_id
+
+
+async def failed_callback(client: httpx.AsyncClient, receiver, path: str, body: dict, **faults: Any) -> tuple[str, Any]:
+    """A create on `path` that fails upstream: its task id and the body of its signed callback."""
+    await set_faults(client, generate_s=0.1, fail_rate=1.0, **faults)
+    response = await client.post(path, json=body, headers=AUTH)
+    task_id = response.json()["data"]["taskId"]
+    assert await wait_until(lambda: receiver.received)
+    assert_signed(receiver.received[0], task_id)
+    return task_id, receiver.received[0]["body"]
+
+
 async def record(client: httpx.AsyncClient, task_id: str) -> dict:
     response = await client.get("/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=AUTH)
     assert response.status_code == 200 and response.json()["code"] == 200, response.json()

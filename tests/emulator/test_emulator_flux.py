@@ -5,7 +5,15 @@ import json
 import httpx
 import pytest
 
-from tests.emulator.test_emulator import AUTH, Timeline, assert_signed, fetch_image, set_faults
+from tests.emulator.test_emulator import (
+    AUTH,
+    Timeline,
+    assert_signed,
+    create_dedicated,
+    failed_callback,
+    fetch_image,
+    set_faults,
+)
 from tests.support.kie_calls import kie_generate, kie_record
 from tests.support.waiting import wait_until
 
@@ -25,11 +33,7 @@ def body_flux(callback_url: str | None = None, **fields) -> dict:
 
 async def flux_create(client) -> tuple[str, dict]:
     body = body_flux(model="flux-kontext-max", promptUpsampling=True)
-    created = await client.post(GENERATE, json=body, headers=AUTH)
-    task_id = created.json()["data"]["taskId"]
-    assert created.json() == {"code": 200, "msg": "success", "data": {"taskId": task_id}}
-    assert task_id.startswith("fk_") and len(task_id) == 27
-    return task_id, body
+    return await create_dedicated(client, GENERATE, body, "fk_"), body
 
 
 def flux_pending(data: dict) -> None:
@@ -105,15 +109,13 @@ async def test_signed_success_callback(emulator, receiver):
 
 async def test_failure_callback_has_empty_urls(emulator, receiver):
     _, client = emulator
-    await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="content policy", fail_code="400")
-    task_id = await kie_generate(client, GENERATE, body_flux(receiver.url))
-    assert await wait_until(lambda: receiver.received)
-    assert receiver.received[0]["body"] == {
+    faults = {"fail_msg": "content policy", "fail_code": "400"}
+    task_id, body = await failed_callback(client, receiver, GENERATE, body_flux(receiver.url), **faults)
+    assert body == {
         "code": 501,
         "msg": "content policy",
         "data": {"taskId": task_id, "info": {"originImageUrl": "", "resultImageUrl": ""}},
     }
-    assert_signed(receiver.received[0], task_id)
 
 
 @pytest.mark.parametrize(

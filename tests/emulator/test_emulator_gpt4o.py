@@ -5,7 +5,17 @@ import json
 import httpx
 import pytest
 
-from tests.emulator.test_emulator import AUTH, Timeline, assert_signed, create, create_body, fetch_image, set_faults
+from tests.emulator.test_emulator import (
+    AUTH,
+    Timeline,
+    assert_signed,
+    create,
+    create_body,
+    create_dedicated,
+    failed_callback,
+    fetch_image,
+    set_faults,
+)
 from tests.support.kie_calls import kie_generate, kie_record
 from tests.support.waiting import wait_until
 
@@ -26,11 +36,7 @@ def body_4o(callback_url: str | None = None, **fields) -> dict:
 
 async def gpt4o_create(client) -> tuple[str, dict]:
     body = body_4o(nVariants=2, isEnhance=True)
-    created = await client.post(GENERATE, json=body, headers=AUTH)
-    task_id = created.json()["data"]["taskId"]
-    assert created.json() == {"code": 200, "msg": "success", "data": {"taskId": task_id}}
-    assert task_id.startswith("4o_") and len(task_id) == 27
-    return task_id, body
+    return await create_dedicated(client, GENERATE, body, "4o_"), body
 
 
 def gpt4o_pending(data: dict) -> str:
@@ -123,15 +129,13 @@ async def test_signed_success_callback_nests_result_urls_under_info(emulator, re
 
 async def test_failure_callback_has_null_info(emulator, receiver):
     _, client = emulator
-    await set_faults(client, generate_s=0.1, fail_rate=1.0, fail_msg="could not download filesUrl", fail_code="451")
-    task_id = await kie_generate(client, GENERATE, body_4o(receiver.url))
-    assert await wait_until(lambda: receiver.received)
-    assert receiver.received[0]["body"] == {
+    faults = {"fail_msg": "could not download filesUrl", "fail_code": "451"}
+    task_id, body = await failed_callback(client, receiver, GENERATE, body_4o(receiver.url), **faults)
+    assert body == {
         "code": 451,
         "msg": "could not download filesUrl",
         "data": {"taskId": task_id, "info": None},
     }
-    assert_signed(receiver.received[0], task_id)
 
 
 @pytest.mark.parametrize(("size", "ratio"), [("1:1", 1.0), ("3:2", 1.5), ("2:3", 2 / 3)])
