@@ -39,6 +39,10 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
+ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health)
+ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -66,27 +70,18 @@ def create_app(
                 await stop_tasks(loops, grace_s=SHUTDOWN_GRACE_S)
 
     return Starlette(
-        routes=[
-            *images.routes,
-            *files.routes,
-            *tasks.routes,
-            *catalogue.routes,
-            *uploads.routes,
-            *webhooks.routes,
-            *usage.routes,
-            *callbacks.routes,
-            *health.routes,
-        ],
-        lifespan=lifespan,
-        middleware=[Middleware(RefuseNul)],
-        exception_handlers={
-            GatewayError: gateway_error,
-            HTTPException: http_error,
-            SQLAlchemyError: database_error,
-            sqlite3.Error: database_error,
-            Exception: server_error,
-        },
+        routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RefuseNul)], exception_handlers=exception_handlers()
     )
+
+
+def exception_handlers() -> dict[type[Exception], Callable[..., Any]]:
+    return {
+        GatewayError: gateway_error,
+        HTTPException: http_error,
+        SQLAlchemyError: database_error,
+        sqlite3.Error: database_error,
+        Exception: server_error,
+    }
 
 
 async def watch_changes(deps: Deps) -> None:
