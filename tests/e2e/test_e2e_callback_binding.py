@@ -16,7 +16,7 @@ from app.db.tables import Task, TaskEvent
 from app.tasks.submit import callback_token
 from tests.e2e.test_e2e_flow import submit
 from tests.support.database import callback_verdicts, load_task
-from tests.support.gateways import SECRET, Emulator, market_callback, post_signed
+from tests.support.gateways import SECRET, Emulator, Gateway, StartGateway, market_callback, post_signed
 from tests.support.waiting import wait_until
 
 IMAGE = "https://images.example.com/input.png"
@@ -34,6 +34,12 @@ def gpt4o_body(upstream_id: str) -> dict[str, Any]:
 def flux_body(upstream_id: str) -> dict[str, Any]:
     info = {"resultImageUrl": "https://example.com/forged.png"}
     return {"code": 200, "msg": "success", "data": {"taskId": upstream_id, "info": info}}
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    """Tasks here are held in flight on purpose: no sweeper query of a late callback moves them on meanwhile."""
+    return await start_gateway(stale_after_s=600)
 
 
 ROUTES = [

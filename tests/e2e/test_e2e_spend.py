@@ -117,6 +117,7 @@ async def test_burst_of_100_never_trips_kies_create_rate_limit(
     await kie.set_faults(generate_s=0.1, create_rate_limit=[20, window_s])
     gateway = await start_gateway(kie_create_limit=20, kie_create_window_s=window_s, task_timeout_s=300)
     async with client_of(gateway) as client:
+        client.timeout = httpx.Timeout(30)  # a hundred submissions at once, on a machine that may be busy
         responses = await burst(client, 100)
         assert {r.status_code for r in responses} == {200}
         task_ids = [r.json()["taskId"] for r in responses]
