@@ -90,7 +90,7 @@ async def watch_changes(deps: Deps) -> None:
         settings = deps.settings
         await listen_postgres(settings.database_url, deps.task_changed, deps.status_cache, settings.database_timeout_s)
     else:
-        await watch_sqlite(deps.engine.url.database or "", deps.status_cache)
+        await watch_sqlite(deps.engine.url.database or "", deps.task_changed, deps.status_cache)
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float) -> None:

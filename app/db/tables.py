@@ -206,3 +206,16 @@ class UpstreamSend(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(20))
     at: Mapped[datetime]
+
+
+class TaskChange(Base):
+    """On SQLite, the tasks whose status each commit changed, in commit order: written by triggers
+    (migrations/versions/20261202_0705_task_changes.py), read by every process's watcher
+    (app/reads/watch.py). PostgreSQL announces changes by NOTIFY instead, so there it stays empty."""
+
+    __tablename__ = "task_changes"
+    # Never reuses a seq, even once every row is pruned: a watcher's position stays meaningful.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(40))

@@ -5,8 +5,10 @@ An entry is only ever served as current while something guarantees it is:
   read that starts after a callback was answered never sees the older state;
 - on PostgreSQL, every replica's writes arrive as NOTIFYs (app/reads/watch.py) and drop entries here;
   while that LISTEN connection is down no entry is current;
-- on SQLite, a monitor sees any commit by any connection or process (PRAGMA data_version) and
-  empties the cache within FRESHNESS_POLL_S; until it runs no entry is current.
+- on SQLite, triggers record every task a commit changed, whoever made it (task_changes), and a
+  watcher (app/reads/watch.py) drops those tasks' entries within FRESHNESS_POLL_S; while it is not
+  running no entry is current, and if it fell so far behind that changes were pruned unread, none
+  stored before is.
 
 Dropped entries are kept, though, as the last status this process knew of each task: while
 the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.

@@ -1,5 +1,6 @@
-"""Waking waiters when a task changes: in this process directly, across replicas through
-PostgreSQL LISTEN/NOTIFY, and everywhere through a short database re-check as a fallback.
+"""Waking waiters when a task changes: in this process directly, across replicas and processes
+through PostgreSQL LISTEN/NOTIFY or SQLite's task_changes, and everywhere through a short
+database re-check as a fallback.
 
 A waiter never holds a database connection while it waits: it reads, then sleeps on an event.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sqlite3
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -22,15 +25,18 @@ from app.reads.status_cache import StatusCache
 log = logging.getLogger(__name__)
 
 CHANNEL = "imagehook_tasks"
-# Without notifications (another replica on SQLite's file, or a lost LISTEN connection) a
-# waiter still sees a change within this long.
+# Without notifications (a lost LISTEN connection, a SQLite watcher that failed) a waiter still
+# sees a change within this long.
 RECHECK_S = 0.5
-# On SQLite, a commit by another process is noticed (and the status cache emptied) within this long.
+# On SQLite, a commit by another process is noticed (its tasks' cached statuses dropped) within this long.
 FRESHNESS_POLL_S = 0.1
 # How often the LISTEN connection proves it is alive: a partition is noticed within this plus the timeout.
 HEARTBEAT_S = 1.0
 # How the LISTEN connection shows in pg_stat_activity.
 LISTENER_NAME = "imagehook listen"
+# The largest seq task_changes ever gave, pruned or not (SQLite keeps it for AUTOINCREMENT); 0 before the first.
+CHANGES_AFTER = "SELECT seq, task_id FROM task_changes WHERE seq > ? ORDER BY seq"
+LAST_SEQ = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_changes'), 0)"
 
 
 class TaskWatch:
@@ -88,26 +94,51 @@ async def listen_postgres(
     await _keep_following("LISTEN connection", listen, cache, retry_s=2)
 
 
-async def watch_sqlite(database: str, cache: StatusCache) -> None:
-    """Empty the status cache whenever anything commits to the database file: another process
-    (a separate sweeper, purge, an operator) cannot tell this one which tasks it changed."""
+async def watch_sqlite(database: str, on_change: Callable[[str], None], cache: StatusCache) -> None:
+    """Relay to on_change every task that any connection or process (a separate sweeper, purge,
+    an operator) changed, as triggers record it in task_changes (see TaskChange in app/db/tables.py),
+    within FRESHNESS_POLL_S of its commit. The status cache is on only while this follows them."""
 
-    async def follow_data_version() -> None:
+    async def follow_task_changes() -> None:
         # Not the engine's driver: this is cancelled at shutdown (see app/db/sqlite_thread.py).
         connection = SqliteThread(database, "sqlite-watch", lock_wait_s=0)
         try:
-            seen = None
+            version, seen = await connection.run(_start_position)
+            cache.enable(True)  # empties it, and the first time turns it on: what came before went unheard
             while True:
-                # Changes when any other connection, in any process, has committed since the last call.
-                version = await connection.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
-                if version != seen:
-                    cache.enable(True)  # empties it, and the first time turns it on
-                    seen = version
                 await asyncio.sleep(FRESHNESS_POLL_S)
+                version, changes = await connection.run(functools.partial(_changes_since, version, seen))
+                seen = _relay(changes, seen, on_change, cache)
         finally:
             connection.close_soon()
 
-    await _keep_following("watching SQLite for changes", follow_data_version, cache, retry_s=1)
+    await _keep_following("watching SQLite for changes", follow_task_changes, cache, retry_s=1)
+
+
+def _start_position(connection: sqlite3.Connection) -> tuple[int, int]:
+    """The data version, then the last seq ever given (its row may be pruned already): any commit
+    after the first shows in the next poll."""
+    version = connection.execute("PRAGMA data_version").fetchone()[0]
+    return version, connection.execute(LAST_SEQ).fetchone()[0]
+
+
+def _changes_since(version: int, seen: int, connection: sqlite3.Connection) -> tuple[int, list[tuple[int, str]]]:
+    """The data version now, and the changes recorded after seq `seen` if another connection,
+    in any process, committed since `version` (most polls cost only the PRAGMA)."""
+    now = connection.execute("PRAGMA data_version").fetchone()[0]
+    if now == version:
+        return now, []
+    return now, connection.execute(CHANGES_AFTER, (seen,)).fetchall()
+
+
+def _relay(changes: list[tuple[int, str]], seen: int, on_change: Callable[[str], None], cache: StatusCache) -> int:
+    """Pass each change on; returns the last seq seen. seq has no holes (one writer at a time, and a
+    rolled-back insert takes its seq back), so one means rows were pruned before this saw them."""
+    if changes and changes[0][0] != seen + 1:
+        cache.clear()  # which tasks those rows named is lost: none counts as current
+    for _seq, task_id in changes:
+        on_change(task_id)
+    return changes[-1][0] if changes else seen
 
 
 async def _keep_following(what: str, follow: Callable[[], Awaitable[None]], cache: StatusCache, retry_s: float) -> None:
