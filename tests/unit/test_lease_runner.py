@@ -146,16 +146,19 @@ class Job:
             raise outcome
         return outcome
 
-    async def settle(self, row: str, outcome: str | runner.Failure) -> str:
+    async def settle(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
         self.settled[row] = outcome
         return outcome if isinstance(outcome, str) else type(outcome).__name__
+
+    async def rescue(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
+        raise AssertionError("settle never breaks here")
 
 
 async def test_each_outcome_is_settled():
     later, never = RetryLater("HTTP 503", 30.0), GiveUp("not an image")
     job = Job({"ok": "stored", "busy": later, "bad": never})
 
-    done = await runner.run_due(FakeDeps(), Table(["ok", "busy", "bad"]).claim, LEASE, 10, runner.settling(job))
+    done = await runner.run_jobs(FakeDeps(), Table(["ok", "busy", "bad"]).claim, LEASE, 10, job)
 
     assert done == ["stored", "RetryLater", "GiveUp"]
     assert job.settled == {"ok": "stored", "busy": later, "bad": never}
@@ -165,7 +168,7 @@ async def test_a_worker_that_breaks_settles_as_retry_and_the_batch_goes_on(caplo
     job = Job({"broken": KeyError("boom"), "ok": "stored"})
 
     with caplog.at_level(logging.ERROR, logger=runner.__name__):
-        done = await runner.run_due(FakeDeps(), Table(["broken", "ok"]).claim, LEASE, 10, runner.settling(job))
+        done = await runner.run_jobs(FakeDeps(), Table(["broken", "ok"]).claim, LEASE, 10, job)
 
     assert done == ["RetryLater", "stored"]
     failure = job.settled["broken"]
@@ -178,6 +181,6 @@ async def test_a_worker_that_breaks_settles_as_retry_and_the_batch_goes_on(caplo
 async def test_a_broken_workers_message_is_bounded():
     job = Job({"broken": ValueError("x" * 1000)})
 
-    await runner.run_due(FakeDeps(), Table(["broken"]).claim, LEASE, 10, runner.settling(job))
+    await runner.run_jobs(FakeDeps(), Table(["broken"]).claim, LEASE, 10, job)
 
     assert len(job.settled["broken"].message) == 500
