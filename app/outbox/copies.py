@@ -1,8 +1,8 @@
 """Copying result images to imagehook's own storage before the provider's URLs expire.
 
 Like webhook deliveries, through app/outbox/runner.py: the sweeper claims due rows with a lease,
-downloads each outside any transaction and records the outcomes together in a short one. A copy cut off by a
-restart keeps its lease until it expires and is then simply done again.
+downloads each outside any transaction and records the outcomes together in a short one. A copy
+cut off by a restart keeps its lease until it expires and is then simply done again.
 """
 
 from __future__ import annotations
