@@ -1,14 +1,13 @@
 """Copying result images to imagehook's own storage before the provider's URLs expire.
 
 Like webhook deliveries, through app/outbox/runner.py: the sweeper claims due rows with a lease,
-downloads each outside any transaction and records the outcome in a short one. A copy cut off by a
-restart keeps its lease until it expires and is then simply done again.
+downloads each outside any transaction and records the outcomes together in a short one. A copy
+cut off by a restart keeps its lease until it expires and is then simply done again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from app.outbox.storage import Storage, StorageError, StoredObject, TooLarge, op
 from app.providers.http import retry_after
 from app.settings import Settings
 from app.tasks.domain import Backoff
-
-log = logging.getLogger(__name__)
 
 BATCH_SIZE = 10  # also the most downloads at once per sweeper: a batch runs concurrently
 COPY_BACKOFF = Backoff(base_s=2.0, cap_s=300.0)
@@ -71,7 +68,7 @@ async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     """Copy every due image of one batch, concurrently. Returns what was done."""
     lease = timedelta(seconds=lease_s(deps.settings))
     copier = Copier(deps, open_storage(deps.settings))
-    outcomes = await runner.run_due(deps, claim_copies, lease, limit, runner.settling(copier))
+    outcomes = await runner.run_jobs(deps, claim_copies, lease, limit, copier)
     return Counter(f"copy_{outcome}" for outcome in outcomes)
 
 
@@ -92,10 +89,15 @@ class Copier:
     async def work(self, row: StoredFile) -> Copied:
         return await fetch(self.deps, self.storage, row)
 
-    async def settle(self, row: StoredFile, outcome: Copied | runner.Failure) -> str:
+    async def settle(self, session: AsyncSession, row: StoredFile, outcome: Copied | runner.Failure) -> str:
         if isinstance(outcome, Copied):
-            return await record_stored(self.deps, row, outcome)
-        return await record_failure(self.deps, row, outcome)
+            return await record_stored(session, self.deps.clock(), row, outcome)
+        return await record_failure(session, self.deps.clock(), row, outcome)
+
+    async def rescue(self, session: AsyncSession, row: StoredFile, outcome: Copied | runner.Failure) -> str:
+        # A copy that could not be recorded is made again: it goes to the same key, so nothing is left over.
+        failure = RetryLater("the copy could not be recorded") if isinstance(outcome, Copied) else outcome
+        return await record_failure(session, self.deps.clock(), row, failure)
 
 
 async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
@@ -199,8 +201,7 @@ class ImageStream:
         return head
 
 
-async def record_stored(deps: Deps, row: StoredFile, copied: Copied) -> str:
-    now = deps.clock()
+async def record_stored(session: AsyncSession, now: datetime, row: StoredFile, copied: Copied) -> str:
     values = {
         "state": "stored",
         "storage_key": storage_key(row.task_id, row.n),
@@ -212,11 +213,10 @@ async def record_stored(deps: Deps, row: StoredFile, copied: Copied) -> str:
         "attempts": row.attempts + 1,
         "error": None,
     }
-    async with deps.write() as session:
-        # This row's write comes first: on SQLite it takes the database's write lock before the task is read.
-        if not await settle(session, row, values):
-            return "skipped"  # a copier whose lease had expired finished first; the file is the same
-        await add_stored_image(session, row.task_id, row.n, now)
+    # This row's write comes first: on SQLite it takes the database's write lock before the task is read.
+    if not await settle(session, row, values):
+        return "skipped"  # a copier whose lease had expired finished first; the file is the same
+    await add_stored_image(session, row.task_id, row.n, now)
     return "stored"
 
 
@@ -224,7 +224,9 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
     """Append n to the task's stored_images. A read-modify-write of a JSON list, so the task row is
     locked first (FOR UPDATE on PostgreSQL; SQLite's single writer lock is already held): two copies
     of one task's images finishing at once cannot drop each other's index."""
-    task = (await session.execute(select(Task).where(Task.id == task_id).with_for_update())).scalar_one_or_none()
+    # populate_existing: a task another copy of the same batch already changed is read afresh.
+    stmt = select(Task).where(Task.id == task_id).with_for_update().execution_options(populate_existing=True)
+    task = (await session.execute(stmt)).scalar_one_or_none()
     if task is None or n in (task.stored_images or []):  # purged meanwhile, or already there
         return
     stored = sorted({*(task.stored_images or []), n})
@@ -233,19 +235,15 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
     queries.mark_changed(session, [task_id])
 
 
-async def record_failure(deps: Deps, row: StoredFile, failure: runner.Failure) -> str:
+async def record_failure(session: AsyncSession, now: datetime, row: StoredFile, failure: runner.Failure) -> str:
     """GiveUp fails at once; RetryLater retries with backoff (no sooner than a Retry-After) until
     the provider's URL has surely expired."""
-    retry = runner.next_attempt(failure, COPY_BACKOFF, row.attempts + 1, deps.clock(), row.created_at + GIVE_UP_AFTER)
+    retry = runner.next_attempt(failure, COPY_BACKOFF, row.attempts + 1, now, row.created_at + GIVE_UP_AFTER)
     state = "failed" if retry is None else "pending"
     message = clean_text(failure.message, 500)  # it may quote what a remote server sent
     values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": retry, "error": message}
-    async with deps.write() as session:
-        await settle(session, row, values)
-    if retry is None:
-        log.warning("gave up copying image %d of %s: %s", row.n, row.task_id, failure.message)
-        return "failed"
-    return "retry"
+    await settle(session, row, values)
+    return "failed" if retry is None else "retry"
 
 
 async def settle(session: AsyncSession, row: StoredFile, values: dict[str, object]) -> bool:

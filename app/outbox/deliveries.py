@@ -1,13 +1,12 @@
 """Sending due webhooks from the outbox, recording each attempt, and the deliveries API data.
 
 The sweeper claims due deliveries with a lease (app/outbox/runner.py), sends each outside any
-transaction and records the attempt in a short one.
+transaction and records the attempts together in a short one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ from app.outbox.webhooks import signed_request, signing_secrets
 from app.providers.http import retry_after
 from app.tasks.domain import Backoff
 from app.tasks.status import status_body
-
-log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20
 KEPT_RESPONSE_CHARS = 2048  # enough to debug a receiver, never a way to fill our disk
@@ -70,10 +67,15 @@ class Attempted:
     result: Result
     duration_ms: int
 
+    @property
+    def failure(self) -> runner.Failure | None:
+        """Why the delivery goes on, if it does: what the runner's log line of the batch quotes."""
+        return self.result.failure
+
 
 async def deliver_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     lease = timedelta(seconds=2 * deps.settings.webhook_timeout_s + 10)
-    outcomes = await runner.run_due(deps, claim_deliveries, lease, limit, runner.settling(Sender(deps)))
+    outcomes = await runner.run_jobs(deps, claim_deliveries, lease, limit, Sender(deps))
     return Counter(f"webhook_{outcome}" for outcome in outcomes)
 
 
@@ -103,11 +105,20 @@ class Sender:
         result = await attempt(self.deps, due.delivery, due.key, body)
         return Attempted(body, result, round((time.monotonic() - started) * 1000))
 
-    async def settle(self, due: Due, outcome: Attempted | runner.Failure) -> str:
+    async def settle(self, session: AsyncSession, due: Due, outcome: Attempted | runner.Failure) -> str:
         if isinstance(outcome, Attempted):
-            return await recorded(self.deps, due.delivery, outcome)
+            return await record(self.deps, session, due.delivery, outcome)
+        return await self._moved_on(session, due, outcome, outcome.message)
+
+    async def rescue(self, session: AsyncSession, due: Due, outcome: Attempted | runner.Failure) -> str:
+        # The attempt happened: settle it anyway, or the receiver would get it again at every lease.
+        if isinstance(outcome, Attempted):
+            return await self._moved_on(session, due, outcome.result, "the attempt could not be recorded")
+        return await self._moved_on(session, due, outcome, outcome.message)
+
+    async def _moved_on(self, session: AsyncSession, due: Due, outcome: Result | runner.Failure, error: str) -> str:
         state, next_attempt = next_step(self.deps, due.delivery, outcome, self.deps.clock())
-        await settle(self.deps, due.delivery, state, next_attempt, outcome.message)
+        await settle(session, due.delivery, state, next_attempt, error)
         return state
 
 
@@ -119,23 +130,12 @@ def payload(deps: Deps, delivery: WebhookDelivery, task: Task | None) -> dict[st
     return {"type": delivery.event_type, **status_body(task, deps.settings.public_base_url)}
 
 
-async def recorded(deps: Deps, delivery: WebhookDelivery, attempted: Attempted) -> str:
-    try:
-        async with deps.write() as session:
-            return await record(deps, session, delivery, attempted)
-    except Exception:
-        # The attempt happened: settle it anyway, or the receiver would get it again at every lease.
-        log.exception("recording webhook attempt of delivery %s failed", delivery.id)
-        state, next_attempt = next_step(deps, delivery, attempted.result, deps.clock())
-        await settle(deps, delivery, state, next_attempt, "the attempt could not be recorded")
-        return state
-
-
-async def settle(deps: Deps, delivery: WebhookDelivery, state: str, next_attempt: datetime | None, error: str) -> None:
-    """Move a delivery on without an attempt row."""
+async def settle(
+    session: AsyncSession, delivery: WebhookDelivery, state: str, next_attempt: datetime | None, error: str
+) -> None:
+    """Move a delivery on without an attempt row. Absolute values, not increments: written twice, the same."""
     values = {"state": state, "next_attempt_at": next_attempt, "attempts": delivery.attempts + 1, "last_error": error}
-    async with deps.write() as session:
-        await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
+    await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
 
 
 async def attempt(deps: Deps, delivery: WebhookDelivery, key: ApiKey, body: dict[str, Any]) -> Result:

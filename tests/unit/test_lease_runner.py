@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import GiveUp, RetryLater
+from app.errors import DatabaseUnavailable, GiveUp, RetryLater
 from app.outbox import runner
 from app.tasks.domain import Backoff, retry_at
 
@@ -146,16 +146,19 @@ class Job:
             raise outcome
         return outcome
 
-    async def settle(self, row: str, outcome: str | runner.Failure) -> str:
+    async def settle(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
         self.settled[row] = outcome
         return outcome if isinstance(outcome, str) else type(outcome).__name__
+
+    async def rescue(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
+        raise AssertionError("settle never breaks here")
 
 
 async def test_each_outcome_is_settled():
     later, never = RetryLater("HTTP 503", 30.0), GiveUp("not an image")
     job = Job({"ok": "stored", "busy": later, "bad": never})
 
-    done = await runner.run_due(FakeDeps(), Table(["ok", "busy", "bad"]).claim, LEASE, 10, runner.settling(job))
+    done = await runner.run_jobs(FakeDeps(), Table(["ok", "busy", "bad"]).claim, LEASE, 10, job)
 
     assert done == ["stored", "RetryLater", "GiveUp"]
     assert job.settled == {"ok": "stored", "busy": later, "bad": never}
@@ -165,7 +168,7 @@ async def test_a_worker_that_breaks_settles_as_retry_and_the_batch_goes_on(caplo
     job = Job({"broken": KeyError("boom"), "ok": "stored"})
 
     with caplog.at_level(logging.ERROR, logger=runner.__name__):
-        done = await runner.run_due(FakeDeps(), Table(["broken", "ok"]).claim, LEASE, 10, runner.settling(job))
+        done = await runner.run_jobs(FakeDeps(), Table(["broken", "ok"]).claim, LEASE, 10, job)
 
     assert done == ["RetryLater", "stored"]
     failure = job.settled["broken"]
@@ -178,6 +181,66 @@ async def test_a_worker_that_breaks_settles_as_retry_and_the_batch_goes_on(caplo
 async def test_a_broken_workers_message_is_bounded():
     job = Job({"broken": ValueError("x" * 1000)})
 
-    await runner.run_due(FakeDeps(), Table(["broken"]).claim, LEASE, 10, runner.settling(job))
+    await runner.run_jobs(FakeDeps(), Table(["broken"]).claim, LEASE, 10, job)
 
     assert len(job.settled["broken"].message) == 500
+
+
+@dataclass
+class Slow(Job):
+    """A Job whose row "slow" finishes only once every other row was settled."""
+
+    async def work(self, row: str) -> str:
+        while row == "slow" and len(self.settled) < len(self.work_of) - 1:
+            await asyncio.sleep(0.01)
+        return await super().work(row)
+
+
+async def test_outcomes_that_finish_together_share_a_settle_and_a_slow_one_holds_none_back():
+    deps, job = FakeDeps(), Slow({"a": "stored", "slow": "stored", "b": "stored"})
+
+    async with asyncio.timeout(5):  # settling only once the whole batch finished would never end
+        done = await runner.run_jobs(deps, Table(["a", "slow", "b"]).claim, LEASE, 10, job)
+
+    assert done == ["stored"] * 3
+    assert list(job.settled) == ["a", "b", "slow"]
+    assert deps.transactions == 3  # the claim, a and b together, then the slow one
+
+
+@dataclass
+class Breaking(Job):
+    """A Job whose settle raises `error` for the row "bad"; its rescue counts it as rescued."""
+
+    error: Exception = field(default_factory=lambda: ValueError("bad row"))
+
+    async def settle(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
+        if row == "bad":
+            raise self.error
+        return await super().settle(session, row, outcome)
+
+    async def rescue(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
+        return "rescued"
+
+
+async def test_a_settle_that_breaks_on_one_row_costs_no_other_its_write(caplog):
+    deps, job = FakeDeps(), Breaking({"a": "stored", "bad": "stored", "b": "stored"})
+
+    done = await runner.run_jobs(deps, Table(["a", "bad", "b"]).claim, LEASE, 10, job)
+
+    assert done == ["stored", "rescued", "stored"]
+    assert deps.transactions == 1 + 1 + 3 + 1  # the claim, the group, each row alone, the rescue
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == [
+        "settling (working on bad) failed"
+    ]
+
+
+async def test_an_outage_at_settle_leaves_the_batch_to_its_lease_in_one_log_line(caplog):
+    deps, job = FakeDeps(), Breaking({"bad": "stored", "a": "stored"}, error=DatabaseUnavailable())
+
+    with caplog.at_level(logging.INFO, logger=runner.__name__), pytest.raises(DatabaseUnavailable):
+        await runner.run_jobs(deps, Table(["bad", "a"]).claim, LEASE, 10, job)
+
+    assert deps.transactions == 2  # nothing is written again: the rows are claimed again after their lease
+    assert [record.getMessage() for record in caplog.records] == [
+        "Breaking batch of 2: unsettled 2; first error: database unavailable (DatabaseUnavailable)"
+    ]
