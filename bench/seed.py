@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import is_sqlite
@@ -31,6 +32,8 @@ LIVE_PREFIX = "live_"
 # Result URLs of seeded and bench-delivered results: a host outside FETCH_ALLOWED_HOSTS, so the
 # copier gives each copy up at once instead of downloading (it still claims and records every one).
 RESULT_HOST = "https://results.bench.invalid"
+DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
+RESET_ATTEMPTS = 5
 # Far enough ahead that the gateway's sweeper never looks at a seeded in-flight task during a run.
 NEXT_CHECK_AHEAD = timedelta(days=1)
 CHUNK = 20_000
@@ -201,7 +204,19 @@ async def live_pool(engine: AsyncEngine) -> list[tuple[str, str]]:
 
 async def reset_live_pool(engine: AsyncEngine) -> None:
     """Put every seeded in-flight task back in flight, so each callback run finds fresh ones, and
-    drop the copies the last run left queued, which would keep the copier busy in later runs."""
+    drop the copies the last run left queued, which would keep the copier busy in later runs.
+
+    The gateway's copier may still be settling the last run's copies: on PostgreSQL these bulk
+    statements can deadlock with it, and the one chosen to give way is simply run again."""
+    for attempt in range(RESET_ATTEMPTS):
+        try:
+            return await _reset_live_pool(engine)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK or attempt == RESET_ATTEMPTS - 1:
+                raise
+
+
+async def _reset_live_pool(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             update(Task)
