@@ -56,11 +56,11 @@ async def claim_tasks(
 ) -> Sequence[Task]:
     """Due tasks; of those waiting for a place in a create window, only as many as it has free now,
     oldest first. The rest stay due, unclaimed and unwritten, until places free."""
-    windows, timeout = throttle.windows(deps), timedelta(seconds=deps.settings.task_timeout_s)
-    waiting = {provider: queued(provider, now, timeout) for provider in windows}
+    timeout = timedelta(seconds=deps.settings.task_timeout_s)
+    waiting = {provider: queued(provider, now, timeout) for provider in throttle.windows(deps)}
     others = not_(or_(false(), *waiting.values()))
     rows = list(await queries.claim(session, Task.next_check_at, now, lease_until, limit, others))
-    for provider, (count, window) in windows.items():
+    for provider, (count, window) in throttle.windows(deps).items():
         # Read only: the slot each send takes stays the authority, and catches a place another
         # replica took since (submit.send_task puts that task back in line, one write).
         if free := (await throttle.room(session, provider, count, window, now)).free:
