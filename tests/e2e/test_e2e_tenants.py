@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.db.tables import UpstreamSend, WebhookAttempt, WebhookDelivery
+from app.db.tables import Task, UpstreamSend, WebhookAttempt, WebhookDelivery
 from tests.e2e.test_e2e_flow import submit
 from tests.e2e.test_hostile_input import BODY_CASES, READ_CASES
-from tests.support.database import count_rows, load_task, unsent_task
+from tests.support.database import count_rows, load_task
 from tests.support.gateways import ClientOf, Emulator, StartGateway, StartServer, wait_for_state
 from tests.support.servers import ThreadServer
 from tests.support.waiting import wait_until
@@ -71,8 +71,23 @@ async def test_one_keys_broken_tasks_never_hold_up_another_keys(
 
 async def store_unsendable_task(sessions, api_key_id: int) -> str:
     """A task stored before submissions were checked for text that cannot be stored or sent."""
-    request = {"model": "nano-banana-pro", "input": {"prompt": "a\u0000b"}}
-    task = unsent_task("ih_legacy_unsendable", api_key_id, request, datetime.now(UTC))
+    now = datetime.now(UTC)
+    task = Task(
+        id="ih_legacy_unsendable",
+        api_key_id=api_key_id,
+        provider="kie",
+        model="nano-banana-pro",
+        request={"model": "nano-banana-pro", "input": {"prompt": "a\u0000b"}},
+        state="pending",
+        image_urls=[],
+        stored_images=[],
+        credit_reserve=0,
+        submit_attempts=0,
+        check_attempts=0,
+        next_check_at=now,
+        created_at=now,
+        updated_at=now,
+    )
     async with sessions.begin() as session:
         session.add(task)
     return task.id

@@ -17,7 +17,6 @@ from app.keys import new_webhook_secret
 from app.tasks import throttle
 from app.tasks.sweeper import sweep_once
 from tests.support.clock import SteppedClock
-from tests.support.database import unsent_task
 from tests.support.gateways import Emulator, gateway_settings
 
 WINDOW = timedelta(seconds=5)
@@ -57,7 +56,24 @@ async def queue_tasks(sessions, clock: SteppedClock, count: int, *, age: timedel
         for n, task_id in enumerate(ids):
             created = now - timedelta(seconds=count - n)
             request = {"model": "nano-banana-pro", "input": {"prompt": f"p{n}"}}
-            session.add(unsent_task(task_id, key.id, request, created))
+            session.add(
+                Task(
+                    id=task_id,
+                    api_key_id=key.id,
+                    provider="kie",
+                    model="nano-banana-pro",
+                    request=request,
+                    state="pending",
+                    image_urls=[],
+                    stored_images=[],
+                    credit_reserve=0,
+                    submit_attempts=0,
+                    check_attempts=0,
+                    next_check_at=created,
+                    created_at=created,
+                    updated_at=created,
+                )
+            )
     return ids
 
 

@@ -56,26 +56,6 @@ def make_key(make_client_key: MakeClientKey) -> MakeKey:
     return make
 
 
-def unsent_task(task_id: str, api_key_id: int, request: dict[str, Any], at: datetime) -> Task:
-    """A stored Kie task never sent upstream, due for the sweeper from `at`, when it was made."""
-    return Task(
-        id=task_id,
-        api_key_id=api_key_id,
-        provider="kie",
-        model="nano-banana-pro",
-        request=request,
-        state="pending",
-        image_urls=[],
-        stored_images=[],
-        credit_reserve=0,
-        submit_attempts=0,
-        check_attempts=0,
-        next_check_at=at,
-        created_at=at,
-        updated_at=at,
-    )
-
-
 async def count_rows(sessions: async_sessionmaker[Any], model: type[Base]) -> int:
     async with sessions() as session:
         return (await session.execute(select(func.count()).select_from(model))).scalar_one()
