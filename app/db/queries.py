@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -82,27 +82,19 @@ async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetim
 
 
 async def claim(
-    session: AsyncSession,
-    due: InstrumentedAttribute[Any],
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    *where: ColumnElement[bool],
-    by_age: bool = False,
+    session: AsyncSession, due: InstrumentedAttribute[Any], now: datetime, lease_until: datetime, limit: int
 ) -> Sequence[Any]:
-    """Claim up to `limit` rows whose `due` time has come (and that match `where`) by pushing it
-    to `lease_until`.
+    """Claim up to `limit` rows whose `due` time has come by pushing it to `lease_until`.
 
     On PostgreSQL the inner SELECT takes row locks with SKIP LOCKED, so concurrent workers on
     several replicas claim disjoint sets; SQLite has one writer anyway. If a worker dies, its
-    lease runs out and another claims the row. Oldest first among equal times: fair queueing;
-    `by_age`: oldest first whatever their due times, as a queue in submission order.
+    lease runs out and another claims the row. Oldest first among equal times: fair queueing.
     """
     table = due.class_
     due_rows = (
         select(table.id)
-        .where(due <= now, *where)
-        .order_by(*([table.created_at] if by_age else [due, table.created_at]))
+        .where(due <= now)
+        .order_by(due, table.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

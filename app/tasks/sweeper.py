@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
@@ -24,7 +23,7 @@ from app.outbox.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.outbox.copies import copy_due
 from app.outbox.deliveries import deliver_due
 from app.providers.catalogue import MODELS, ModelSpec
-from app.tasks import submit, throttle, updates
+from app.tasks import submit, updates
 from app.tasks.domain import TIMED_OUT_MSG, Backoff, State, Update
 
 log = logging.getLogger(__name__)
@@ -46,35 +45,12 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up, but not
     # before a create it may have sent could have been answered by its callback.
     lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), submit.unknown_outcome_hold(deps))
-    claim = partial(claim_tasks, deps)
-    done = Counter(await runner.run_due(deps, claim, lease, limit, partial(visit_task, deps), CONCURRENCY))
+    done = Counter(await runner.run_due(deps, claim_tasks, lease, limit, partial(visit_task, deps), CONCURRENCY))
     return done + await deliver_due(deps)
 
 
-async def claim_tasks(
-    deps: Deps, session: AsyncSession, now: datetime, lease_until: datetime, limit: int
-) -> Sequence[Task]:
-    """Due tasks; of those waiting for a place in a create window, only as many as it has free now,
-    oldest first. The rest stay due, unclaimed and unwritten, until places free."""
-    timeout = timedelta(seconds=deps.settings.task_timeout_s)
-    waiting = {provider: queued(provider, now, timeout) for provider in throttle.windows(deps)}
-    others = not_(or_(false(), *waiting.values()))
-    rows = list(await queries.claim(session, Task.next_check_at, now, lease_until, limit, others))
-    for provider, (count, window) in throttle.windows(deps).items():
-        # Read only: the slot each send takes stays the authority, and catches a place another
-        # replica took since (submit.send_task puts that task back in line, one write).
-        if free := (await throttle.room(session, provider, count, window, now)).free:
-            mine = waiting[provider]
-            rows += await queries.claim(
-                session, Task.next_check_at, now, lease_until, min(free, limit), mine, by_age=True
-            )
-    return rows
-
-
-def queued(provider: str, now: datetime, timeout: timedelta) -> ColumnElement[bool]:
-    """The provider's unsent tasks: they need a place in its create window, unless their time is up
-    (those are timed out whether the window is full or not)."""
-    return and_(Task.provider == provider, Task.upstream_id.is_(None), Task.created_at > now - timeout)
+async def claim_tasks(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[Task]:
+    return await queries.claim(session, Task.next_check_at, now, lease_until, limit)
 
 
 async def visit_task(deps: Deps, task: Task) -> str:

@@ -2,9 +2,7 @@
 
 A provider with a create window (see CreateWindow) refuses, not queues, the creates beyond it.
 Every create to such a provider first takes a slot here; without a slot, the task stays pending
-and the sweeper sends it when the window has room, oldest first. The sweeper reads the room
-first (see room) and claims only as many waiting tasks as there are free places, so a full
-window costs it no write; the slot taken here stays the authority all replicas share.
+and the sweeper sends it when the window has room, oldest first.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.tables import UpstreamSend
 from app.deps import Deps
 from app.providers.base import CreateWindow
-from app.providers.registry import CLASSES
 
 
 @dataclass(frozen=True)
@@ -27,21 +24,10 @@ class Slot:
     free_at: datetime | None = None  # refused: when a place frees
 
 
-@dataclass(frozen=True)
-class Room:
-    free: int  # places free in the window now
-    frees_at: datetime | None = None  # when none is: when the next one frees
-
-
 def limit_for(deps: Deps, provider: str) -> tuple[int, timedelta] | None:
     """The provider's create window: at most `count` creates per `window`; None if it has none."""
     client = deps.providers.get(provider)
     return client.create_limit() if isinstance(client, CreateWindow) else None
-
-
-def windows(deps: Deps) -> dict[str, tuple[int, timedelta]]:
-    """Every configured provider's create window, by provider name."""
-    return {name: limit for name in CLASSES if (limit := limit_for(deps, name)) is not None}
 
 
 async def take_slot(deps: Deps, provider: str) -> Slot:
@@ -53,27 +39,14 @@ async def take_slot(deps: Deps, provider: str) -> Slot:
     now = deps.clock()
     async with deps.write() as session:
         await _lock_window(session, provider, now - window)
-        free = await room(session, provider, count, window, now)
-        if free.free:
+        stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider).order_by(UpstreamSend.at.desc())
+        recent = list((await session.execute(stmt.limit(count))).scalars())
+        if len(recent) < count:
             send = UpstreamSend(provider=provider, at=now)
             session.add(send)
             await session.flush()
             return Slot(id=send.id)
-        return Slot(free_at=free.frees_at)
-
-
-async def room(session: AsyncSession, provider: str, count: int, window: timedelta, now: datetime) -> Room:
-    """The free places in the provider's window at `now`, read only: a place is free while fewer
-    than `count` creates fall within the last `window`; the oldest of them frees the next one."""
-    stmt = (
-        select(UpstreamSend.at)
-        .where(UpstreamSend.provider == provider, UpstreamSend.at >= now - window)
-        .order_by(UpstreamSend.at.desc())
-    )
-    recent = list((await session.execute(stmt.limit(count))).scalars())
-    if len(recent) < count:
-        return Room(free=count - len(recent))
-    return Room(free=0, frees_at=recent[-1] + window)
+        return Slot(free_at=recent[-1] + window)
 
 
 async def mark_sent(deps: Deps, slot: Slot) -> None:
