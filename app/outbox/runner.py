@@ -11,6 +11,7 @@ wait for its settle.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,16 +49,27 @@ async def run_due(
 ) -> list[str]:
     """Claim up to `limit` due rows for `lease`, then handle them, at most `concurrency` at once
     (all of them when None). Returns what each handling returned, in claim order."""
+    rows = await claim_due(deps, claim, lease, limit)
+    handle = at_most(concurrency, len(rows), handle)
+    return list(await asyncio.gather(*(handle(row) for row in rows)))
+
+
+async def claim_due(deps: Deps, claim: Claim[Row], lease: timedelta, limit: int) -> Sequence[Row]:
+    """Up to `limit` due rows, leased until `lease` from now, in one short transaction of their own."""
     now = deps.clock()
     async with deps.write() as session:
-        rows = await claim(session, now, now + lease, limit)
-    gate = asyncio.Semaphore(concurrency or max(len(rows), 1))
+        return await claim(session, now, now + lease, limit)
 
-    async def gated(row: Row) -> str:
+
+def at_most(concurrency: int | None, count: int, work: Callable[[Row], Awaitable[T]]) -> Callable[[Row], Awaitable[T]]:
+    """`work`, run for at most `concurrency` rows at once (all `count` of them when None)."""
+    gate = asyncio.Semaphore(concurrency or max(count, 1))
+
+    async def gated(row: Row) -> T:
         async with gate:
-            return await handle(row)
+            return await work(row)
 
-    return list(await asyncio.gather(*(gated(row) for row in rows)))
+    return gated
 
 
 class Job(Protocol[Row, Done]):
@@ -89,17 +101,10 @@ async def run_jobs(
     when None) with no transaction open, and settle the outcomes in shared transactions: those that
     finish within SETTLE_WINDOW_S of each other in one. Returns what each row was counted under, in
     claim order; one log line tells how the batch went."""
-    now = deps.clock()
-    async with deps.write() as session:
-        rows = await claim(session, now, now + lease, limit)
+    rows = await claim_due(deps, claim, lease, limit)
     if not rows:
         return []
-    gate = asyncio.Semaphore(concurrency or len(rows))
-
-    async def worked(row: Row) -> Done | Failure:
-        async with gate:
-            return await outcome(job, row)
-
+    worked = at_most(concurrency, len(rows), functools.partial(outcome, job))
     batch = Batch(deps, job, rows)
     async with asyncio.TaskGroup() as tasks:
         pending = {tasks.create_task(worked(row)): n for n, row in enumerate(rows)}
