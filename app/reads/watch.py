@@ -34,8 +34,8 @@ FRESHNESS_POLL_S = 0.1
 HEARTBEAT_S = 1.0
 # How the LISTEN connection shows in pg_stat_activity.
 LISTENER_NAME = "imagehook listen"
-# The largest seq task_changes ever gave, pruned or not (SQLite keeps it for AUTOINCREMENT); 0 before the first.
 CHANGES_AFTER = "SELECT seq, task_id FROM task_changes WHERE seq > ? ORDER BY seq"
+# The largest seq task_changes ever gave, pruned or not (SQLite keeps it for AUTOINCREMENT); 0 before the first.
 LAST_SEQ = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_changes'), 0)"
 
 
