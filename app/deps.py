@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessions
 from app.db.queries import CHANGED_TASKS
+from app.db.raw_writer import RawTransaction, RawWriter, open_raw_writer
 from app.outbox.outbound import Outbound, Resolver, open_outbound, resolve
 from app.providers.balance import CachedBalance
 from app.providers.registry import Providers, build_providers
@@ -40,6 +41,7 @@ class Deps:
     providers: Providers
     loader: TaskLoader
     status_cache: StatusCache
+    writer: RawWriter  # the callback path's own connection (app/db/raw_writer.py)
     keys: KeyCache = field(default_factory=KeyCache)
     watch: TaskWatch = field(default_factory=TaskWatch)
     balance: CachedBalance = field(default_factory=CachedBalance)
@@ -50,11 +52,20 @@ class Deps:
     write_lock: asyncio.Lock | None = None
     _group_commits: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict)
 
-    def group_commit(self, kind: str, write_group: Callable[[AsyncSession, list[Any]], Any]) -> GroupCommit[Any, Any]:
-        """The group commit of one kind of write (see app/tasks/group_commit.py), made on first use."""
+    def group_commit(self, kind: str, write_group: Callable[[RawTransaction, list[Any]], Any]) -> GroupCommit[Any, Any]:
+        """The group commit of one kind of write (see app/tasks/group_commit.py), made on first use;
+        its groups are written by the raw writer."""
         if kind not in self._group_commits:
-            self._group_commits[kind] = GroupCommit(self.write, write_group)
+            self._group_commits[kind] = GroupCommit(self.raw_write, write_group)
         return self._group_commits[kind]
+
+    @asynccontextmanager
+    async def raw_write(self) -> AsyncIterator[RawTransaction]:
+        """A write transaction on the raw writer's connection, announced as Deps.write() does."""
+        async with self.writer.transaction() as tx:
+            yield tx
+        for task_id in tx.changed_ids:
+            self.task_changed(task_id)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -82,6 +93,7 @@ async def open_deps(
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=min(10.0, settings.upstream_timeout_s))
     try:
         async with httpx.AsyncClient(timeout=timeout) as http, open_outbound(settings, resolver) as outbound:
+            write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
             deps = Deps(
                 settings,
                 engine,
@@ -91,13 +103,15 @@ async def open_deps(
                 build_providers(settings, http),
                 open_loader(engine),
                 StatusCache(settings.status_cache_size),
+                open_raw_writer(settings.database_url, settings.database_timeout_s, write_lock),
                 clock=clock,
-                write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
+                write_lock=write_lock,
             )
             try:
                 yield deps
             finally:
                 await deps.balance.close()
                 await deps.loader.fetch.close()
+                await deps.writer.close()
     finally:
         await engine.dispose()

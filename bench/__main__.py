@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app.db.engine import create_engine
 from bench import seed, servers, wrk
+from bench.profile import profiled
 from bench.report import Row, as_dict, table
 from bench.scenarios import Ctx, Plan, callbacks, end_to_end, grow, log, memory, scale_point, status_reads
 
@@ -51,6 +52,7 @@ QUICK = Plan(
     seed_budget_s=60,
 )
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+SCENARIOS = ("reads", "callbacks", "e2e", "scale", "memory")
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,6 +67,17 @@ def parse_args() -> argparse.Namespace:
         help="an existing PostgreSQL database to connect to; the bench creates and drops its own beside it",
     )
     parser.add_argument("--json", type=Path, help="also write every row, with its raw numbers, to this file")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(SCENARIOS),
+        help=f"comma-separated scenarios to measure, of {','.join(SCENARIOS)} (default all); seeding always runs",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the gateway with py-spy during each scenario; a summary of its top frames goes to this directory",
+    )
     return parser.parse_args()
 
 
@@ -83,7 +96,7 @@ def main() -> None:
             bare = servers.start_bare(workdir)
             for backend in backends:
                 try:
-                    rows += asyncio.run(bench_backend(backend, plan, workdir, emulator, bare, args.pg_url))
+                    rows += asyncio.run(bench_backend(backend, plan, workdir, emulator, bare, args))
                 except Exception as exc:  # the other backend still runs
                     traceback.print_exc()
                     rows.append(Row(backend, "suite", f"failed: {type(exc).__name__}: {exc}"[:300]))
@@ -102,8 +115,9 @@ def main() -> None:
 
 
 async def bench_backend(
-    backend: str, plan: Plan, workdir: Path, emulator: servers.Server, bare: servers.Server, pg_url: str
+    backend: str, plan: Plan, workdir: Path, emulator: servers.Server, bare: servers.Server, args: argparse.Namespace
 ) -> list[Row]:
+    pg_url = args.pg_url
     log(f"{backend}: creating the database")
     try:
         url = await seed.create_database(backend, workdir, pg_url)
@@ -115,19 +129,22 @@ async def bench_backend(
     try:
         servers.migrate(url)
         key, key_id = await seed.create_key(engine)
-        ctx = Ctx(backend, plan, workdir, emulator, bare, url, engine, key, key_id)
+        ctx = Ctx(
+            backend, plan, workdir, emulator, bare, url, engine, key, key_id, only=args.only, profile=args.profile
+        )
         await grow(ctx, plan.small, live_share=0.5)
         ctx.gateway = servers.start_gateway(workdir, servers.gateway_env(url, emulator.url, workdir))
         # The table grows as the suite goes, so the small scale point comes first; it is listed after the rest.
-        small = await attempt(ctx, "scale, small", scale_point)
+        small = await attempt(ctx, "scale", "scale, small", scale_point)
         await grow(ctx, plan.main, live_share=0.5)
-        rows += await attempt(ctx, "status reads", status_reads)
-        rows += await attempt(ctx, "callbacks", callbacks)
-        rows += await attempt(ctx, "end to end", end_to_end)
+        rows += await attempt(ctx, "reads", "status reads", status_reads)
+        rows += await attempt(ctx, "callbacks", "callbacks", callbacks)
+        rows += await attempt(ctx, "e2e", "end to end", end_to_end)
         # What a long-running service accumulates: finished tasks.
         await grow(ctx, plan.large, live_share=0.0)
-        rows += small + await attempt(ctx, "scale, large", scale_point)
-        rows.append(memory(ctx))
+        rows += small + await attempt(ctx, "scale", "scale, large", scale_point)
+        if "memory" in ctx.only:
+            rows.append(memory(ctx))
     finally:
         if ctx is not None and ctx.gateway is not None:
             ctx.gateway.stop()
@@ -136,11 +153,14 @@ async def bench_backend(
     return rows
 
 
-async def attempt(ctx: Ctx, name: str, scenario: Callable[[Ctx], Awaitable[list[Row]]]) -> list[Row]:
-    """Run one scenario; a failure becomes a row, and the others still run."""
+async def attempt(ctx: Ctx, kind: str, name: str, scenario: Callable[[Ctx], Awaitable[list[Row]]]) -> list[Row]:
+    """Run one scenario of a kind --only selected; a failure becomes a row, and the others still run."""
+    if kind not in ctx.only:
+        return []
     log(f"{ctx.backend}: {name}")
     try:
-        return await scenario(ctx)
+        with profiled(ctx.gateway_pid, ctx.profile, f"{ctx.backend} {name}"):
+            return await scenario(ctx)
     except Exception as exc:
         traceback.print_exc()
         gateway_log = ctx.gateway.log_tail(10) if ctx.gateway else ""

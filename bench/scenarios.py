@@ -53,6 +53,12 @@ class Ctx:
     gateway: Server | None = None
     seeding: list[str] = field(default_factory=list)  # how the current size was reached, for the notes
     read: set[str] = field(default_factory=set)  # every task read so far: cold reads pick others
+    only: set[str] = field(default_factory=set)  # the kinds of scenario to run (bench --only)
+    profile: Path | None = None  # where py-spy summaries go (bench --profile)
+
+    @property
+    def gateway_pid(self) -> int | None:
+        return self.gateway.process.pid if self.gateway and self.gateway.process else None
 
     @property
     def auth(self) -> dict[str, str]:

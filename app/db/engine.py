@@ -14,6 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from app.db.outage import GuardedPool, raise_outages_as_unavailable
 
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # NORMAL is durable across application crashes in WAL mode; only an OS crash
+    # can lose the last commits, which the sweeper then reconciles with the providers.
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
 # How long a SQLite writer waits for another's lock when nothing bounds it (migrations, tools).
 UNBOUNDED_SQLITE_LOCK_WAIT_S = 30.0
 
@@ -33,6 +40,11 @@ def create_engine(url: str, timeout_s: float | None = None) -> AsyncEngine:
         engine = _postgres_engine(url, timeout_s, pool_bounds)
     raise_outages_as_unavailable(engine)
     return engine
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The DSN asyncpg.connect() takes for a postgresql+asyncpg:// URL, for the few raw connections."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def asyncpg_bounds(timeout_s: float | None) -> dict[str, float]:
@@ -75,11 +87,8 @@ def create_sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; only an OS crash
-    # can lose the last commits, which the sweeper then reconciles with the providers.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db.tables import ApiKey, Base, IdempotencyKey, Task, TaskEvent
-from app.tasks.domain import TERMINAL, State, Update
+from app.db.tables import ApiKey, IdempotencyKey, Task, TaskEvent
+from app.tasks.domain import TERMINAL, State
 
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
 
@@ -24,29 +24,6 @@ async def find_api_key_id(session: AsyncSession, key_hash: str) -> int | None:
 async def get_idempotency_key(session: AsyncSession, api_key_id: int, key: str) -> IdempotencyKey | None:
     stmt = select(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key_id, IdempotencyKey.key == key)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def lock_tasks(session: AsyncSession, task_ids: Iterable[str]) -> dict[str, Task]:
-    """The tasks, locked against other writers until commit (rows on PostgreSQL; SQLite has one writer)."""
-    # Ordered, so two transactions locking overlapping sets cannot deadlock; populate_existing,
-    # so a task this session loaded before is read afresh.
-    stmt = select(Task).where(Task.id.in_(sorted(task_ids))).order_by(Task.id).with_for_update()
-    stmt = stmt.execution_options(populate_existing=True)
-    return {task.id: task for task in (await session.execute(stmt)).scalars()}
-
-
-def advance(task: Task, change: Update, now: datetime) -> None:
-    """Move a locked task forward to change.state; the caller has checked that this is forward.
-    Written at commit, with every other task the transaction advanced, in one statement."""
-    task.state, task.updated_at = change.state.value, now
-    if change.upstream_id and task.upstream_id is None:
-        task.upstream_id = change.upstream_id
-    if change.state.terminal:
-        task.image_urls = list(change.image_urls)
-        task.fail_code, task.fail_msg, task.cost_time_ms = change.fail_code, change.fail_msg, change.cost_time_ms
-        # A failed task is not charged unless the provider says otherwise.
-        task.credits = change.credits if change.credits is not None or change.state is State.SUCCESS else 0.0
-        task.completed_at, task.next_check_at = now, None
 
 
 async def record_submission(
@@ -91,13 +68,18 @@ async def claim(
     lease runs out and another claims the row. Oldest first among equal times: fair queueing.
     """
     table = due.class_
-    due_rows = (
+    due_rows: Any = (
         select(table.id)
         .where(due <= now)
         .order_by(due, table.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Materialized, so the rows are picked once: as a plain `id IN (SELECT ... LIMIT n)`, PostgreSQL
+        # may run the subquery again when it rechecks a row another transaction just changed, and lease
+        # more than n. (Not on SQLite: its driver would run a statement starting WITH outside the transaction.)
+        due_rows = select(due_rows.cte("due_rows").prefix_with("MATERIALIZED").c.id)
     stmt = (
         update(table)
         .where(table.id.in_(due_rows.scalar_subquery()))
@@ -125,12 +107,6 @@ def event_row(task: Task, now: datetime, source: str, state: State, outcome: str
         "outcome": outcome,
         "detail": detail,
     }
-
-
-async def insert_rows(session: AsyncSession, table: type[Base], rows: list[dict[str, Any]]) -> None:
-    """One executemany, with no ids fetched back: a single statement however many rows."""
-    if rows:
-        await session.execute(insert(table), rows)
 
 
 def mark_changed(session: AsyncSession, task_ids: Sequence[str]) -> None:

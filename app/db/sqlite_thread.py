@@ -1,15 +1,17 @@
 """One plain sqlite3 connection, used only from a thread of its own.
 
-For the few hot or long-lived SQLite reads that skip the engine: a query is one thread round
-trip (aiosqlite makes about five), and cancelling a caller midway leaves nothing waiting (an
-aiosqlite call cancelled midway can leave its connection waiting forever on the next one).
+For the few hot or long-lived SQLite statements that skip the engine (status reads, the change
+watcher, the callback writer): a query is one thread round trip (aiosqlite makes about five),
+and cancelling a caller midway leaves nothing waiting (an aiosqlite call cancelled midway can
+leave its connection waiting forever on the next one). The connection is in autocommit mode:
+a writer says BEGIN and COMMIT itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -17,8 +19,11 @@ T = TypeVar("T")
 
 
 class SqliteThread:
-    def __init__(self, path: str, name: str, *, lock_wait_s: float, read_only: bool = True) -> None:
-        self.path, self.lock_wait_s, self.read_only = path, lock_wait_s, read_only
+    def __init__(
+        self, path: str, name: str, *, lock_wait_s: float, read_only: bool = True, pragmas: Sequence[str] = ()
+    ) -> None:
+        self.path, self.lock_wait_s = path, lock_wait_s
+        self.pragmas = ("PRAGMA query_only = ON", *pragmas) if read_only else tuple(pragmas)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connection: sqlite3.Connection | None = None
 
@@ -28,10 +33,14 @@ class SqliteThread:
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._connection is None:
-            self._connection = sqlite3.connect(self.path, timeout=self.lock_wait_s)
-            if self.read_only:
-                self._connection.execute("PRAGMA query_only = ON")
+            self._connection = sqlite3.connect(self.path, timeout=self.lock_wait_s, isolation_level=None)
+            for pragma in self.pragmas:
+                self._connection.execute(pragma)
         return work(self._connection)
+
+    def run_soon(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """work(connection) once the work queued before it is done, waiting for nothing (safe while cancelled)."""
+        self._thread.submit(self._run, work)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import uploads
 from app.db import queries
 from app.db.tables import StoredFile, Task
+from app.db.task_writer import TaskHead
 from app.deps import Deps
 from app.errors import BadRequest, GiveUp, RetryLater
 from app.inbound.untrusted import clean_text
@@ -47,7 +48,7 @@ class Copied:
     content_type: str
 
 
-def copy_rows(task: Task, now: datetime) -> list[dict[str, Any]]:
+def copy_rows(task: TaskHead, now: datetime) -> list[dict[str, Any]]:
     """One row per result image, written with the success itself: a crash cannot lose the copy."""
     return [
         {"task_id": task.id, "n": n, "source_url": url, "state": "pending", "next_attempt_at": now, "created_at": now}

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.db.tables import ApiKey, Task, WebhookDelivery
+from app.db.tables import ApiKey, WebhookDelivery
+from app.db.task_writer import TaskHead
 from app.errors import BadRequest
 from app.outbox.outbound import Resolver, is_public
 
@@ -27,7 +28,7 @@ RESOLVE_TIMEOUT_S = 5.0  # a submission does not wait longer on the webhook host
 EVENT_TYPES = {"success": "task.succeeded", "fail": "task.failed"}
 
 
-def delivery_row(task: Task, now: datetime, retry_for_s: float) -> dict[str, Any]:
+def delivery_row(task: TaskHead, now: datetime, retry_for_s: float) -> dict[str, Any]:
     """The outbox row of a finished task's webhook; its payload is rendered at the first attempt
     (see deliveries.payload)."""
     return {

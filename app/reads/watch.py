@@ -16,9 +16,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
-from app.db.engine import asyncpg_bounds
+from app.db.engine import asyncpg_bounds, asyncpg_dsn
 from app.db.sqlite_thread import SqliteThread
 from app.reads.status_cache import StatusCache
 
@@ -74,7 +73,7 @@ async def listen_postgres(
     """Relay NOTIFYs from every replica to on_change, reconnecting forever. The status cache
     is on only while they are heard: a NOTIFY lost with the connection is a change missed.
     timeout_s bounds connecting and each heartbeat (see app/db/engine.py)."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = asyncpg_dsn(database_url)
 
     async def listen() -> None:
         connection = await asyncpg.connect(

@@ -2,7 +2,8 @@
 
 Each caller is answered only once the transaction holding its write has committed, so what
 it was told is durable. While one group commits, the next gathers. If a group fails, each
-of its writes is tried again on its own, so one bad write never costs the others theirs.
+of its writes is tried again on its own, so one bad write never costs the others theirs; if
+the database is out, the whole group is told so at once.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from app.errors import DatabaseUnavailable
 
+Tx = TypeVar("Tx")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 MAX_GROUP = 200
 
 
-class GroupCommit(Generic[Item, Result]):
-    """write_group(session, items) -> one result per item, in order, all in one transaction."""
+class GroupCommit(Generic[Tx, Item, Result]):
+    """write_group(tx, items) -> one result per item, in order, all in transaction tx, which
+    `transaction()` opens and commits as its block ends."""
 
     def __init__(
         self,
-        transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
-        write_group: Callable[[AsyncSession, list[Item]], Awaitable[list[Result]]],
+        transaction: Callable[[], AbstractAsyncContextManager[Tx]],
+        write_group: Callable[[Tx, list[Item]], Awaitable[list[Result]]],
     ) -> None:
         self.transaction, self.write_group = transaction, write_group
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -53,14 +56,15 @@ class GroupCommit(Generic[Item, Result]):
     async def _commit(self, group: list[tuple[Item, asyncio.Future[Result]]]) -> bool:
         """Write and commit the group; False, with nobody answered, if it failed and can be split."""
         try:
-            async with self.transaction() as session:
-                results = await self.write_group(session, [item for item, _ in group])
+            async with self.transaction() as tx:
+                results = await self.write_group(tx, [item for item, _ in group])
         except Exception as exc:
-            if len(group) > 1:
+            # An outage fails every write alike: tried one by one, each would only wait it out again.
+            if len(group) > 1 and not isinstance(exc, DatabaseUnavailable):
                 return False
-            _, future = group[0]
-            if not future.done():
-                future.set_exception(exc)
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
             return True
         for (_, future), result in zip(group, results, strict=True):
             if not future.done():

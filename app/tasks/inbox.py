@@ -13,11 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.db import queries
 from app.db.tables import CallbackEvent
+from app.db.task_writer import TaskWriter
 from app.deps import Deps
 from app.errors import ProviderError
 from app.inbound.untrusted import clean_text
@@ -81,21 +78,20 @@ class Received:
     inbox: dict[str, Any]  # its callback_events row, but for the final verdict
 
 
-async def record_callbacks(deps: Deps, session: AsyncSession, group: list[Received]) -> list[Verdict]:
+async def record_callbacks(deps: Deps, writer: TaskWriter, group: list[Received]) -> list[Verdict]:
     """Apply a group of callbacks and keep each in the inbox with its final verdict."""
     changes = [(item.task_id, item.change, "callback") for item in group if item.change is not None]
-    outcomes = iter(await apply_updates(deps, session, changes))
+    outcomes = iter(await apply_updates(deps, writer, changes))
     verdicts = []
     for item in group:
         verdict = item.verdict
         if item.change is not None:
             outcome = next(outcomes)
             verdict = REJECTED_UPSTREAM_ID if outcome is Outcome.MISMATCH else Verdict(200, outcome.value)
-        elif verdict is UNCONFIRMED:
-            await queries.reschedule(session, item.task_id, deps.clock())
         verdicts.append(verdict)
+    await writer.reschedule([item.task_id for item in group if item.verdict is UNCONFIRMED], deps.clock())
     rows = [{**item.inbox, "verdict": verdict.verdict} for item, verdict in zip(group, verdicts, strict=True)]
-    await session.execute(insert(CallbackEvent), rows)
+    await writer.insert(CallbackEvent.__tablename__, rows)
     return verdicts
 
 

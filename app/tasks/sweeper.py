@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import queries
 from app.db.outage import is_outage
 from app.db.tables import Task
+from app.db.task_writer import SessionWriter
 from app.deps import Deps
 from app.errors import DatabaseUnavailable, NotConfigured, ProviderError, UpstreamRejected
 from app.outbox import runner
@@ -91,7 +92,7 @@ async def check_task(deps: Deps, task: Task) -> str:
     attempt = task.check_attempts + 1
     async with deps.write() as session:
         if change is not None:
-            await updates.apply_update(deps, session, task.id, change, "sweep")
+            await updates.apply_update(deps, SessionWriter(session), task.id, change, "sweep")
         next_check = submit.retry_before_deadline(deps, task, check_backoff(deps, spec), attempt)
         await queries.reschedule(session, task.id, next_check, check_attempts=attempt)
     return "checked"

@@ -1,22 +1,24 @@
 """Applying updates: `apply_updates`, the one idempotent way a task's state changes.
 
-Callbacks (through the inbox) and the sweeper both end here. The caller owns the transaction;
-`update_task` is the one-update shorthand that opens its own.
+Callbacks (through the inbox) and the sweeper both end here. `decide` is the rule, pure: from
+the tasks as they are and what providers said, the rows to write. A `TaskWriter` runs those
+writes inside a transaction its caller owns: `SessionWriter` on an ORM session
+(app/db/task_writer.py), or the callback path's raw-driver writer (app/db/raw_writer.py). `update_task` is the
+one-update shorthand that opens its own transaction.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.db import queries
-from app.db.tables import StoredFile, Task, TaskEvent, WebhookDelivery
+from app.db.tables import StoredFile, TaskEvent, WebhookDelivery
+from app.db.task_writer import SessionWriter, TaskHead, TaskWriter
 from app.deps import Deps
 from app.outbox import copies, webhooks
 from app.tasks.domain import State, Update, states_before
@@ -33,76 +35,118 @@ class Outcome(enum.StrEnum):
     MISMATCH = "mismatch"  # about another upstream task than the one this task is bound to: refused
 
 
-async def apply_update(deps: Deps, session: AsyncSession, task_id: str, change: Update, source: str) -> Outcome:
+@dataclass
+class Decision:
+    """What a batch of updates writes: the tasks' new columns and the rows beside them."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    writes: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id: its new columns
+    rows: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {
+            TaskEvent.__tablename__: [],
+            StoredFile.__tablename__: [],
+            WebhookDelivery.__tablename__: [],
+        }
+    )
+
+
+async def apply_update(deps: Deps, writer: TaskWriter, task_id: str, change: Update, source: str) -> Outcome:
     """Record what a provider said about a task (see apply_updates)."""
-    (outcome,) = await apply_updates(deps, session, [(task_id, change, source)])
+    (outcome,) = await apply_updates(deps, writer, [(task_id, change, source)])
     return outcome
 
 
-async def apply_updates(deps: Deps, session: AsyncSession, updates: Sequence[tuple[str, Update, str]]) -> list[Outcome]:
+async def apply_updates(deps: Deps, writer: TaskWriter, updates: Sequence[tuple[str, Update, str]]) -> list[Outcome]:
     """Record what providers said about tasks, in order. Idempotent, monotonic, first terminal wins.
 
-    The tasks are read locked (FOR UPDATE on PostgreSQL; on SQLite a write from a stale read
-    fails the transaction instead), so each decision holds until commit. In the same
-    transaction: each task's history, and at a terminal state the webhook to send (the outbox)
-    and the copies to make, so a crash can lose none of them. Whatever the number of updates,
-    this is one query to read and one statement per table to write.
+    The tasks are read locked, so each decision holds until commit. In the same transaction: each
+    task's history, and at a terminal state the webhook to send (the outbox) and the copies to
+    make, so a crash can lose none of them. Whatever the number of updates, this is one query to
+    read and one statement per table to write.
     """
-    now = deps.clock()
+    if not updates:
+        return []
     updates = [(task_id, storable_update(change), source) for task_id, change, source in updates]
-    tasks = await queries.lock_tasks(session, {task_id for task_id, _, _ in updates})
-    rows = NewRows()
-    outcomes = [_apply(deps, rows, tasks.get(task_id), change, source, now) for task_id, change, source in updates]
-    queries.mark_changed(session, rows.changed)
-    for table, table_rows in ((TaskEvent, rows.events), (StoredFile, rows.copies), (WebhookDelivery, rows.webhooks)):
-        await queries.insert_rows(session, table, table_rows)
-    return outcomes
+    heads = await writer.lock_heads(sorted({task_id for task_id, _, _ in updates}))
+    decision = decide(heads, updates, deps.clock(), deps.settings.webhook_retry_for_s)
+    await writer.update_tasks(list(decision.writes.values()))
+    for table, rows in decision.rows.items():
+        await writer.insert(table, rows)
+    writer.changed(list(decision.writes))
+    return decision.outcomes
 
 
-@dataclass
-class NewRows:
-    """What a batch of updates adds beside the tasks themselves, inserted a table at a time."""
+def decide(
+    heads: Mapping[str, TaskHead], updates: Sequence[tuple[str, Update, str]], now: datetime, webhook_retry_for_s: float
+) -> Decision:
+    """The rule itself, pure: each update in order against the task as the earlier ones left it."""
+    decision, heads = Decision(), dict(heads)
+    for task_id, change, source in updates:
+        head = heads.get(task_id)
+        outcome = Outcome.UNKNOWN_TASK if head is None else _judge(head, change, source)
+        decision.outcomes.append(outcome)
+        if head is None or outcome in (Outcome.UNKNOWN_TASK, Outcome.MISMATCH, Outcome.DUPLICATE):
+            continue
+        if outcome is Outcome.APPLIED:
+            head, write = _advance(head, change, now)
+            heads[task_id] = head
+            decision.writes[task_id] = decision.writes.get(task_id, {}) | write
+            _derived_rows(decision, head, change, now, webhook_retry_for_s)
+        event = queries.event_row(head, now, source, change.state, outcome, **_event_detail(change))
+        decision.rows[TaskEvent.__tablename__].append(event)
+    return decision
 
-    changed: list[str] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    copies: list[dict[str, Any]] = field(default_factory=list)
-    webhooks: list[dict[str, Any]] = field(default_factory=list)
 
-
-def _apply(deps: Deps, rows: NewRows, task: Task | None, change: Update, source: str, now: datetime) -> Outcome:
-    if task is None:
-        return Outcome.UNKNOWN_TASK
-    if change.upstream_id and task.upstream_id and change.upstream_id != task.upstream_id:
+def _judge(head: TaskHead, change: Update, source: str) -> Outcome:
+    if change.upstream_id and head.upstream_id and change.upstream_id != head.upstream_id:
         log.warning(
-            "task %s is upstream %s; refusing an update about %s", task.id, task.upstream_id, change.upstream_id
+            "task %s is upstream %s; refusing an update about %s", head.id, head.upstream_id, change.upstream_id
         )
         return Outcome.MISMATCH
-    if State(task.state) in states_before(change.state):
-        outcome = Outcome.APPLIED
-        queries.advance(task, change, now)
-        if change.state is State.SUCCESS:
-            rows.copies.extend(copies.copy_rows(task, now))
-        if change.state.terminal and task.webhook_url:
-            rows.webhooks.append(webhooks.delivery_row(task, now, deps.settings.webhook_retry_for_s))
-        rows.changed.append(task.id)
-    elif _conflicts(task, change):
-        outcome = Outcome.CONFLICT
-        log.warning("task %s is %s; ignoring a later %s from %s", task.id, task.state, change.state, source)
-    else:
-        return Outcome.DUPLICATE
-    rows.events.append(queries.event_row(task, now, source, change.state, outcome, **_event_detail(change)))
-    return outcome
+    if State(head.state) in states_before(change.state):
+        return Outcome.APPLIED
+    if _conflicts(head, change):
+        log.warning("task %s is %s; ignoring a later %s from %s", head.id, head.state, change.state, source)
+        return Outcome.CONFLICT
+    return Outcome.DUPLICATE
+
+
+def _advance(head: TaskHead, change: Update, now: datetime) -> tuple[TaskHead, dict[str, Any]]:
+    """The task moved forward to change.state (already checked to be forward), and its new columns."""
+    upstream_id = head.upstream_id or change.upstream_id
+    write: dict[str, Any] = {"id": head.id, "state": change.state.value, "updated_at": now, "upstream_id": upstream_id}
+    if change.state.terminal:
+        # A failed task is not charged unless the provider says otherwise.
+        charged = change.credits is not None or change.state is State.SUCCESS
+        write |= {
+            "image_urls": list(change.image_urls),
+            "fail_code": change.fail_code,
+            "fail_msg": change.fail_msg,
+            "cost_time_ms": change.cost_time_ms,
+            "credits": change.credits if charged else 0.0,
+            "completed_at": now,
+            "next_check_at": None,
+        }
+    image_urls = write.get("image_urls", head.image_urls)
+    return replace(head, state=change.state.value, upstream_id=upstream_id, image_urls=image_urls), write
+
+
+def _derived_rows(decision: Decision, head: TaskHead, change: Update, now: datetime, retry_for_s: float) -> None:
+    if change.state is State.SUCCESS:
+        decision.rows[StoredFile.__tablename__].extend(copies.copy_rows(head, now))
+    if change.state.terminal and head.webhook_url:
+        decision.rows[WebhookDelivery.__tablename__].append(webhooks.delivery_row(head, now, retry_for_s))
 
 
 async def update_task(deps: Deps, task_id: str, change: Update, source: str) -> Outcome:
     async with deps.write() as session:
-        return await apply_update(deps, session, task_id, change, source)
+        return await apply_update(deps, SessionWriter(session), task_id, change, source)
 
 
-def _conflicts(task: Task, change: Update) -> bool:
-    if not change.state.terminal or not State(task.state).terminal:
+def _conflicts(head: TaskHead, change: Update) -> bool:
+    if not change.state.terminal or not State(head.state).terminal:
         return False
-    return task.state != change.state or tuple(task.image_urls) != change.image_urls
+    return head.state != change.state or tuple(head.image_urls) != change.image_urls
 
 
 def _event_detail(change: Update) -> dict[str, object]:

@@ -1,0 +1,251 @@
+"""The callback path's writer: a raw driver connection of its own, no ORM, no pool.
+
+Callbacks are the one write that arrives in bursts of thousands, and most of what a group of
+them cost through the ORM was SQLAlchemy and its driver adapters, not the database. Here a
+group's transaction is a few prepared statements on one connection that only this writer uses:
+on SQLite a plain sqlite3 connection on a thread of its own (one thread hop to lock the tasks,
+one to write and commit); on PostgreSQL one asyncpg connection (no pool checkout, no ping).
+
+It runs exactly the writes `apply_updates` decides (app/tasks/updates.py), as `TaskWriter`,
+and stores values as SQLAlchemy's column types would: JSON as text, and on SQLite datetimes
+in SQLAlchemy's own text form, so the ORM reads back what it would have written itself.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import functools
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from app.db.engine import SQLITE_PRAGMAS, UNBOUNDED_SQLITE_LOCK_WAIT_S, asyncpg_bounds, asyncpg_dsn, is_sqlite
+from app.db.outage import Breaker, is_outage
+from app.db.sqlite_thread import SqliteThread
+from app.db.tables import Base
+from app.db.task_writer import HEAD_COLUMNS, TaskHead, group_by_columns
+from app.errors import DatabaseUnavailable
+from app.tasks.domain import TERMINAL
+
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+APPLICATION_NAME = "imagehook-callbacks"
+
+
+class RawWriter(Protocol):
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[RawTransaction]:
+        """A write transaction, committed when the block ends (rolled back if it raises); an
+        outage comes out as DatabaseUnavailable. Who commits announces `changed_ids` (Deps.raw_write)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RawTransaction(abc.ABC):
+    """A TaskWriter made of one driver's `execute` (many rows) and `fetch`: the SQL is shared."""
+
+    def __init__(self) -> None:
+        self.changed_ids: list[str] = []
+
+    @abc.abstractmethod
+    def placeholder(self, n: int) -> str:
+        """The marker of the n-th parameter, from 1."""
+
+    @abc.abstractmethod
+    def heads_sql(self, count: int) -> str:
+        """SELECT HEAD_COLUMNS of `count` tasks by id, locked."""
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    def encode(self, value: Any) -> Any:
+        """As SQLAlchemy's JSON type stores a value; every dict or list written goes to a JSON column."""
+        return json.dumps(value) if isinstance(value, dict | list) else value
+
+    async def lock_heads(self, task_ids: Sequence[str]) -> dict[str, TaskHead]:
+        if not task_ids:
+            return {}
+        rows = await self.fetch(self.heads_sql(len(task_ids)), tuple(sorted(task_ids)))
+        heads = [TaskHead(*row[:4], json.loads(row[4]) if row[4] else [], row[5]) for row in rows]
+        return {head.id: head for head in heads}
+
+    async def update_tasks(self, writes: Sequence[dict[str, Any]]) -> None:
+        for same_columns in group_by_columns(writes):
+            columns = [name for name in same_columns[0] if name != "id"]
+            sets = ", ".join(f"{name} = {self.placeholder(n)}" for n, name in enumerate(columns, 1))
+            sql = f"UPDATE tasks SET {sets} WHERE id = {self.placeholder(len(columns) + 1)}"
+            await self.execute(
+                sql, [(*(self.encode(row[name]) for name in columns), row["id"]) for row in same_columns]
+            )
+
+    async def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        defaults = column_defaults(table)
+        rows = [defaults | row for row in rows]
+        columns = list(rows[0])
+        markers = ", ".join(self.placeholder(n) for n in range(1, len(columns) + 1))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({markers})"
+        await self.execute(sql, [tuple(self.encode(row[name]) for name in columns) for row in rows])
+
+    async def reschedule(self, task_ids: Sequence[str], next_check_at: datetime) -> None:
+        if not task_ids:
+            return
+        terminal = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL))
+        marker = self.placeholder
+        sql = f"UPDATE tasks SET next_check_at = {marker(1)} WHERE id = {marker(2)} AND state NOT IN ({terminal})"
+        await self.execute(sql, [(self.encode(next_check_at), task_id) for task_id in task_ids])
+
+    def changed(self, task_ids: Sequence[str]) -> None:
+        self.changed_ids.extend(task_ids)
+
+
+@functools.cache
+def column_defaults(table: str) -> dict[str, Any]:
+    """The table's Python-side column defaults (app/db/tables.py), which the ORM would have filled in."""
+    columns = Base.metadata.tables[table].c
+    defaults = {column.name: column.default for column in columns if column.default is not None}
+    return {name: default.arg(None) if default.is_callable else default.arg for name, default in defaults.items()}
+
+
+def open_raw_writer(url: str, timeout_s: float | None, write_lock: asyncio.Lock | None) -> RawWriter:
+    """timeout_s bounds each wait on the database, as the engine's does (None: unbounded)."""
+    if is_sqlite(url):
+        assert write_lock is not None
+        lock_wait_s = timeout_s or UNBOUNDED_SQLITE_LOCK_WAIT_S
+        return SqliteWriter(make_url(url).database or "", lock_wait_s, write_lock)
+    return PostgresWriter(asyncpg_dsn(url), timeout_s or None)
+
+
+class SqliteTransaction(RawTransaction):
+    """Writes wait in `pending` and go with the next thread hop: the lock's, or the commit's."""
+
+    def __init__(self, connection: SqliteThread) -> None:
+        super().__init__()
+        self.connection, self.begun = connection, False
+        self.pending: list[tuple[str, list[tuple[Any, ...]]]] = []
+
+    def placeholder(self, n: int) -> str:
+        return "?"
+
+    def encode(self, value: Any) -> Any:
+        return value.strftime(SQLITE_DATETIME) if isinstance(value, datetime) else super().encode(value)
+
+    def heads_sql(self, count: int) -> str:
+        return f"SELECT {', '.join(HEAD_COLUMNS)} FROM tasks WHERE id IN ({', '.join('?' * count)})"
+
+    async def execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.pending.append((sql, rows))
+
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return await self.connection.run(lambda db: self._flush(db).execute(sql, params).fetchall())
+
+    async def commit(self) -> None:
+        await self.connection.run(lambda db: self._flush(db).execute("COMMIT"))
+
+    def _flush(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        if not self.begun:
+            db.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+            self.begun = True
+        pending, self.pending = self.pending, []
+        for sql, rows in pending:
+            db.executemany(sql, rows)
+        return db
+
+
+class SqliteWriter:
+    def __init__(self, path: str, lock_wait_s: float, write_lock: asyncio.Lock) -> None:
+        self.connection = SqliteThread(
+            path, "callback-writes", lock_wait_s=lock_wait_s, read_only=False, pragmas=SQLITE_PRAGMAS
+        )
+        self.write_lock = write_lock
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RawTransaction]:
+        # This process's writers take turns on the lock Deps.write() takes too.
+        async with self.write_lock:
+            tx = SqliteTransaction(self.connection)
+            try:
+                yield tx
+                await tx.commit()
+            except BaseException as exc:
+                if tx.begun:  # queued behind whatever the thread is still doing, even if cancelled
+                    self.connection.run_soon(_rollback)
+                if isinstance(exc, Exception) and is_outage(exc):
+                    raise DatabaseUnavailable() from exc
+                raise
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+class PostgresTransaction(RawTransaction):
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def placeholder(self, n: int) -> str:
+        return f"${n}"
+
+    def heads_sql(self, count: int) -> str:
+        return f"SELECT {', '.join(HEAD_COLUMNS)} FROM tasks WHERE id = ANY($1::varchar[]) ORDER BY id FOR UPDATE"
+
+    async def execute(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self.connection.executemany(sql, rows)
+
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self.connection.fetch(sql, list(params))]
+
+
+class PostgresWriter:
+    """One connection, one transaction at a time; after an outage, refused at once for a moment
+    (the engine's Breaker), then reconnected by the next group."""
+
+    def __init__(self, dsn: str, timeout_s: float | None) -> None:
+        self.dsn, self.timeout_s = dsn, timeout_s
+        self.breaker = Breaker()
+        self._connection: asyncpg.Connection | None = None
+        self._turn = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RawTransaction]:
+        async with self._turn:
+            with self.breaker.attempt():
+                connection = self._connection or await self._connect()
+                tx = PostgresTransaction(connection)
+                try:
+                    async with connection.transaction():
+                        yield tx
+                except BaseException as exc:
+                    if not isinstance(exc, Exception) or is_outage(exc):
+                        self._drop()  # cut off, or cancelled midway: its state is unknown
+                    raise
+
+    async def _connect(self) -> asyncpg.Connection:
+        settings = {"application_name": APPLICATION_NAME, "idle_in_transaction_session_timeout": "60000"}
+        self._connection = await asyncpg.connect(self.dsn, server_settings=settings, **asyncpg_bounds(self.timeout_s))
+        return self._connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
