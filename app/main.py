@@ -69,9 +69,9 @@ def create_app(
                 await stop_tasks(listeners, grace_s=0)
                 await stop_tasks(loops, grace_s=SHUTDOWN_GRACE_S)
 
-    return Starlette(
-        routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RefuseNul)], exception_handlers=exception_handlers()
-    )
+    handlers = exception_handlers()
+    middleware = [Middleware(RefuseNul), Middleware(callbacks.CallbackShortcut, handlers=handlers)]
+    return Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
 
 
 def exception_handlers() -> dict[type[Exception], Callable[..., Any]]:

@@ -67,6 +67,12 @@ class Server:
         kilobytes = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
         return None if kilobytes is None else kilobytes / 1024
 
+    def cpu_s(self) -> float:
+        """CPU time the process has used so far, user and system, over all its threads."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -225,17 +225,25 @@ class PostgresWriter:
     async def transaction(self) -> AsyncIterator[RawTransaction]:
         async with self._turn:
             with self.breaker.attempt():
-                connection = self._connection or await self._connect()
+                connection = await self._connected()
                 tx = PostgresTransaction(connection)
                 try:
                     async with connection.transaction():
                         yield tx
-                except BaseException as exc:
-                    if not isinstance(exc, Exception) or is_outage(exc):
-                        self._drop()  # cut off, or cancelled midway: its state is unknown
+                except Exception as exc:
+                    if is_outage(exc) or connection.is_closed():
+                        self._drop()  # cut off: "connection is closed" is an outage too
+                        raise DatabaseUnavailable() from exc
+                    raise
+                except BaseException:
+                    self._drop()  # cancelled midway: its state is unknown
                     raise
 
-    async def _connect(self) -> asyncpg.Connection:
+    async def _connected(self) -> asyncpg.Connection:
+        """The connection, made afresh if there is none or the server closed it since."""
+        if self._connection is not None and not self._connection.is_closed():
+            return self._connection
+        self._drop()
         settings = {"application_name": APPLICATION_NAME, "idle_in_transaction_session_timeout": "60000"}
         self._connection = await asyncpg.connect(self.dsn, server_settings=settings, **asyncpg_bounds(self.timeout_s))
         return self._connection
