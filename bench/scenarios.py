@@ -23,7 +23,6 @@ from bench import e2e, seed, servers, sweep, wrk
 from bench.report import Row, compared, ms
 from bench.servers import Server
 
-
 CALLBACK_TARGETS = {"sqlite": "≥ 0.30", "postgres": "≥ 0.25"}
 
 
