@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from app.api import callbacks, catalogue, files, health, images, tasks, uploads, usage, webhooks
 from app.api.guard import RefuseNul
+from app.api.shortcuts import Shortcuts
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
 from app.deps import Deps, open_deps, utc_now
@@ -70,7 +71,7 @@ def create_app(
                 await stop_tasks(loops, grace_s=SHUTDOWN_GRACE_S)
 
     handlers = exception_handlers()
-    middleware = [Middleware(RefuseNul), Middleware(callbacks.CallbackShortcut, handlers=handlers)]
+    middleware = [Middleware(RefuseNul), Middleware(Shortcuts, handlers=handlers)]
     return Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
 
 

@@ -23,7 +23,12 @@ CSRF_REFUSAL = (
 
 
 def bearer_key(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return bearer_credentials(request.headers.get("authorization", ""))
+
+
+def bearer_credentials(authorization: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header's value."""
+    scheme, _, credentials = authorization.partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 

@@ -85,3 +85,18 @@ async def test_another_clients_task_is_not_found_even_when_cached(client: httpx.
     async with client_of(gateway) as other:
         response = await other.get("/api/images/status", params={"taskId": task_id})
     assert response.status_code == 404 and response.json() == {"error": "Task not found"}
+
+
+async def test_a_read_the_caches_answer_is_the_very_answer_the_route_gives(client: httpx.AsyncClient, kie) -> None:
+    """The first read goes through the router and fills the caches; the next ones are answered from
+    them past the router (app/api/shortcuts.py): same status, same headers in the same order, same bytes."""
+    task_id, _ = await slow_task(client, kie)
+
+    async def answer() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        response = await client.get("/api/images/status", params={"taskId": task_id})
+        headers = [(name, value) for name, value in response.headers.raw if name.lower() not in (b"date", b"server")]
+        return response.status_code, headers, response.content
+
+    first = await answer()
+    assert first[0] == 200 and (b"content-type", b"application/json") in first[1]
+    assert [await answer() for _ in range(5)] == [first] * 5
