@@ -23,7 +23,18 @@ from app.db.engine import create_engine
 from bench import seed, servers, wrk
 from bench.profile import profiled
 from bench.report import Row, as_dict, table
-from bench.scenarios import Ctx, Plan, callbacks, end_to_end, grow, log, memory, scale_point, status_reads
+from bench.scenarios import (
+    Ctx,
+    Plan,
+    callbacks,
+    end_to_end,
+    grow,
+    log,
+    memory,
+    queued_reads,
+    scale_point,
+    status_reads,
+)
 
 FULL = Plan(
     small=10_000,
@@ -52,7 +63,7 @@ QUICK = Plan(
     seed_budget_s=60,
 )
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-SCENARIOS = ("reads", "callbacks", "e2e", "scale", "memory")
+SCENARIOS = ("reads", "queued", "callbacks", "e2e", "scale", "memory")
 
 
 def parse_args() -> argparse.Namespace:
@@ -129,15 +140,15 @@ async def bench_backend(
     try:
         servers.migrate(url)
         key, key_id = await seed.create_key(engine)
-        ctx = Ctx(
-            backend, plan, workdir, emulator, bare, url, engine, key, key_id, only=args.only, profile=args.profile
-        )
+        ctx = Ctx(backend, plan, workdir, emulator, bare, url, engine, key, key_id)
+        ctx.pg_url, ctx.only, ctx.profile = pg_url, args.only, args.profile
         await grow(ctx, plan.small, live_share=0.5)
         ctx.gateway = servers.start_gateway(workdir, servers.gateway_env(url, emulator.url, workdir))
         # The table grows as the suite goes, so the small scale point comes first; it is listed after the rest.
         small = await attempt(ctx, "scale", "scale, small", scale_point)
         await grow(ctx, plan.main, live_share=0.5)
         rows += await attempt(ctx, "reads", "status reads", status_reads)
+        rows += await attempt(ctx, "queued", "status reads while tasks queue", queued_reads)
         rows += await attempt(ctx, "callbacks", "callbacks", callbacks)
         rows += await attempt(ctx, "e2e", "end to end", end_to_end)
         # What a long-running service accumulates: finished tasks.

@@ -4,10 +4,11 @@ scale point. One process throughout, so its peak memory covers everything."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import create_engine
 from app.providers.catalogue import MARKET
 from app.providers.kie import signature as kie_signature
 from app.settings import Settings
@@ -55,6 +57,7 @@ class Ctx:
     gateway: Server | None = None
     seeding: list[str] = field(default_factory=list)  # how the current size was reached, for the notes
     read: set[str] = field(default_factory=set)  # every task read so far: cold reads pick others
+    pg_url: str = ""  # the PostgreSQL database beside which bench databases are made
     only: set[str] = field(default_factory=set)  # the kinds of scenario to run (bench --only)
     profile: Path | None = None  # where py-spy summaries go (bench --profile)
 
@@ -285,3 +288,43 @@ def memory(ctx: Ctx) -> Row:
         notes="one gateway process served every scenario above",
         data={"peak_rss_mb": peak},
     )
+
+
+async def queued_reads(ctx: Ctx) -> list[Row]:
+    """Hot reads while `e2e_tasks` submissions wait behind Kie's create window (20 per 10 s, the
+    default), on a database and gateway of their own: the main gateway sends unthrottled."""
+    url = await seed.create_database(ctx.backend, ctx.workdir, ctx.pg_url)
+    engine = create_engine(url)
+    queue_ctx: Ctx | None = None
+    try:
+        servers.migrate(url)
+        key, key_id = await seed.create_key(engine)
+        await seed.add_tasks(engine, url, key_id, ctx.plan.hot_set, live_share=0.0, budget_s=ctx.plan.seed_budget_s)
+        env = servers.gateway_env(url, ctx.emulator.url, ctx.workdir) | {"KIE_CREATE_LIMIT": "20"}
+        gateway = servers.start_gateway(ctx.workdir, env)
+        queue_ctx = replace(
+            ctx, url=url, engine=engine, key=key, key_id=key_id, gateway=gateway, read=set(), seeding=[]
+        )
+        await submit_many(queue_ctx, ctx.plan.e2e_tasks)
+        row = await hot_reads(queue_ctx)
+        row.scenario = f"status reads, hot, {ctx.plan.e2e_tasks:,} tasks queued behind the create window"
+        row.notes = f"{await seed.count_unsent(engine):,} of them still unsent after the runs; {row.notes}"
+        return [row]
+    finally:
+        if queue_ctx is not None and queue_ctx.gateway is not None:
+            queue_ctx.gateway.stop()
+        await engine.dispose()
+        await seed.drop_database(url, ctx.pg_url)
+
+
+async def submit_many(ctx: Ctx, count: int, at_once: int = 32) -> None:
+    assert ctx.gateway is not None
+    gate = asyncio.Semaphore(at_once)
+    async with httpx.AsyncClient(base_url=ctx.gateway.url, headers=ctx.auth, timeout=60) as http:
+
+        async def one(n: int) -> None:
+            async with gate:
+                response = await http.post("/api/images/generate", json={"prompt": f"queued {n}"})
+                response.raise_for_status()
+
+        await asyncio.gather(*(one(n) for n in range(count)))

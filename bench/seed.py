@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import is_sqlite
+from app.db.engine import asyncpg_dsn, is_sqlite
 from app.db.tables import ApiKey, StoredFile, Task
 from app.keys import KEY_PREFIX, hash_key, new_webhook_secret
 
@@ -54,10 +54,6 @@ async def drop_database(url: str, pg_url: str) -> None:
     if is_sqlite(url):
         return  # the file goes with the bench's temporary directory
     await _admin(pg_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _admin(pg_url: str, sql: str) -> None:
@@ -175,6 +171,14 @@ async def add_tasks(engine: AsyncEngine, url: str, key_id: int, count: int, live
 
 def _pg_value(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, dict | list) else value  # JSON columns take text in COPY
+
+
+async def count_unsent(engine: AsyncEngine) -> int:
+    """Tasks not (yet) created upstream."""
+    async with engine.connect() as conn:
+        return (
+            await conn.execute(select(func.count()).select_from(Task).where(Task.upstream_id.is_(None)))
+        ).scalar_one()
 
 
 async def count_tasks(engine: AsyncEngine) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -59,9 +59,15 @@ async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetim
 
 
 async def claim(
-    session: AsyncSession, due: InstrumentedAttribute[Any], now: datetime, lease_until: datetime, limit: int
+    session: AsyncSession,
+    due: InstrumentedAttribute[Any],
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    only: ColumnElement[bool] | None = None,
 ) -> Sequence[Any]:
-    """Claim up to `limit` rows whose `due` time has come by pushing it to `lease_until`.
+    """Claim up to `limit` rows whose `due` time has come (and that match `only`, if given) by
+    pushing it to `lease_until`.
 
     On PostgreSQL the inner SELECT takes row locks with SKIP LOCKED, so concurrent workers on
     several replicas claim disjoint sets; SQLite has one writer anyway. If a worker dies, its
@@ -70,7 +76,7 @@ async def claim(
     table = due.class_
     due_rows: Any = (
         select(table.id)
-        .where(due <= now)
+        .where(due <= now, *(() if only is None else (only,)))
         .order_by(due, table.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -40,7 +40,11 @@ class Providers:
 
     def find(self, capability: type[Capability]) -> Capability | None:
         """The first configured provider with `capability`, or None."""
-        return next((p for p in self._configured.values() if isinstance(p, capability)), None)
+        return next(iter(self.having(capability).values()), None)
+
+    def having(self, capability: type[Capability]) -> dict[str, Capability]:
+        """The configured providers with `capability`, by name."""
+        return {name: p for name, p in self._configured.items() if isinstance(p, capability)}
 
     def require(self, capability: type[Capability]) -> Capability:
         """The first configured provider with `capability`; NotConfigured naming the providers that have it."""

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
 
+from sqlalchemy import ColumnElement, and_, not_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import queries
@@ -24,7 +25,7 @@ from app.outbox.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.outbox.copies import copy_due
 from app.outbox.deliveries import deliver_due
 from app.providers.catalogue import MODELS, ModelSpec
-from app.tasks import submit, updates
+from app.tasks import submit, throttle, updates
 from app.tasks.domain import TIMED_OUT_MSG, Backoff, State, Update
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,32 @@ async def sweep_once(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     # A claim is a lease: if this sweeper dies mid-round, another one picks the task up, but not
     # before a create it may have sent could have been answered by its callback.
     lease = max(timedelta(seconds=2 * deps.settings.upstream_timeout_s + 10), submit.unknown_outcome_hold(deps))
-    done = Counter(await runner.run_due(deps, claim_tasks, lease, limit, partial(visit_task, deps), CONCURRENCY))
+    claim = partial(claim_tasks, deps)
+    done = Counter(await runner.run_due(deps, claim, lease, limit, partial(visit_task, deps), CONCURRENCY))
     return done + await deliver_due(deps)
 
 
-async def claim_tasks(session: AsyncSession, now: datetime, lease_until: datetime, limit: int) -> Sequence[Task]:
-    return await queries.claim(session, Task.next_check_at, now, lease_until, limit)
+async def claim_tasks(
+    deps: Deps, session: AsyncSession, now: datetime, lease_until: datetime, limit: int
+) -> list[Task]:
+    """Due tasks; but of those waiting for a place in a provider's create window, only as many as it
+    has places for now. The others stay due and untouched, costing no write, until places free."""
+    windows = throttle.windows(deps)
+    in_line = {provider: waiting_to_be_sent(deps, provider, now) for provider in windows}
+    others = not_(or_(*in_line.values())) if in_line else None
+    tasks = list(await queries.claim(session, Task.next_check_at, now, lease_until, limit, only=others))
+    for provider, waiting in in_line.items():
+        places = min(limit - len(tasks), await throttle.free_places(session, provider, windows[provider], now))
+        if places > 0:
+            tasks += await queries.claim(session, Task.next_check_at, now, lease_until, places, only=waiting)
+    return tasks
+
+
+def waiting_to_be_sent(deps: Deps, provider: str, now: datetime) -> ColumnElement[bool]:
+    """The provider's tasks not yet sent upstream, but for those past their timeout: the sweeper
+    fails those whether or not the window has room."""
+    timed_out_before = now - timedelta(seconds=deps.settings.task_timeout_s)
+    return and_(Task.provider == provider, Task.upstream_id.is_(None), Task.created_at > timed_out_before)
 
 
 async def visit_task(deps: Deps, task: Task) -> str:

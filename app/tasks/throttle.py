@@ -2,7 +2,8 @@
 
 A provider with a create window (see CreateWindow) refuses, not queues, the creates beyond it.
 Every create to such a provider first takes a slot here; without a slot, the task stays pending
-and the sweeper sends it when the window has room, oldest first.
+and the sweeper sends it when the window has room, oldest first. The sweeper claims only as many
+waiting tasks as the window has places for (free_places), so a task waiting in line costs no write.
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ def limit_for(deps: Deps, provider: str) -> tuple[int, timedelta] | None:
     """The provider's create window: at most `count` creates per `window`; None if it has none."""
     client = deps.providers.get(provider)
     return client.create_limit() if isinstance(client, CreateWindow) else None
+
+
+def windows(deps: Deps) -> dict[str, tuple[int, timedelta]]:
+    """The create window of every configured provider that has one, by provider name."""
+    limits = {name: client.create_limit() for name, client in deps.providers.having(CreateWindow).items()}
+    return {name: limit for name, limit in limits.items() if limit is not None}
+
+
+async def free_places(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> int:
+    """How many creates the provider's window would take now. Only a count: take_slot still decides."""
+    count, window = limit
+    in_window = UpstreamSend.provider == provider, UpstreamSend.at >= now - window  # what take_slot keeps
+    taken = (await session.execute(select(func.count()).select_from(UpstreamSend).where(*in_window))).scalar_one()
+    return max(0, count - taken)
 
 
 async def take_slot(deps: Deps, provider: str) -> Slot:

@@ -1,4 +1,5 @@
-"""The sweeper on a shared database: replicas never work the same task in the same round."""
+"""The sweeper on a shared database: replicas never work the same task in the same round, and tasks
+waiting for a place in the create window cost nothing while they wait."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from app.db.tables import ApiKey, Task
 from app.deps import Deps, open_deps
 from app.keys import new_webhook_secret
 from app.tasks.sweeper import sweep_once
-from tests.support.gateways import EMULATOR_API_KEY, Emulator, gateway_settings
+from tests.e2e.test_e2e_flow import submit
+from tests.support.clock import SteppedClock
+from tests.support.gateways import EMULATOR_API_KEY, Emulator, StartGateway, gateway_settings
+from tests.support.waiting import wait_until
 
 
 async def upstream_tasks(emulator_url: str, count: int) -> list[str]:
@@ -105,3 +109,29 @@ async def test_finished_tasks_are_never_claimed(two_replicas: tuple[Deps, Deps],
     report = await sweep_once(two_replicas[0])
     assert sum(report.values()) == 0
     assert (await kie.calls())["recordInfo"] == 0
+
+
+async def test_tasks_waiting_for_the_create_window_cost_no_write_and_each_freed_place_sends_one(
+    start_gateway: StartGateway, client_of, kie: Emulator, sessions
+) -> None:
+    clock = SteppedClock()
+    window = timedelta(seconds=30)
+    gateway = await start_gateway(clock=clock, kie_create_limit=2, kie_create_window_s=window.total_seconds())
+    await kie.set_faults(generate_s=600)  # nothing finishes during the test
+    async with client_of(gateway) as client:
+        task_ids = [await submit(client) for _ in range(5)]
+
+    async def rows() -> dict[str, tuple]:
+        async with sessions() as session:
+            found = (await session.execute(select(Task).where(Task.id.in_(task_ids)))).scalars()
+            return {t.id: (t.upstream_id, t.next_check_at, t.submit_attempts, t.updated_at) for t in found}
+
+    in_line = {task_id: row for task_id, row in (await rows()).items() if row[0] is None}
+    assert len(in_line) == 3 and (await kie.calls())["createTask"] == 2
+    clock.advance(window + timedelta(seconds=1))  # both places free, and every task in line is due
+    await wait_until(kie.calls, lambda calls: calls["createTask"] == 4)
+    await asyncio.sleep(1.5)  # many sweeper rounds, with the window full again
+    after = await rows()
+    assert (await kie.calls())["createTask"] == 4
+    (still_waiting,) = [task_id for task_id, row in after.items() if row[0] is None]
+    assert after[still_waiting] == in_line[still_waiting]  # due all along, yet never claimed nor rewritten
