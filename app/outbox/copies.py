@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import uploads
@@ -90,15 +90,22 @@ class Copier:
     async def work(self, row: StoredFile) -> Copied:
         return await fetch(self.deps, self.storage, row)
 
-    async def settle(self, session: AsyncSession, row: StoredFile, outcome: Copied | runner.Failure) -> str:
-        if isinstance(outcome, Copied):
-            return await record_stored(session, self.deps.clock(), row, outcome)
-        return await record_failure(session, self.deps.clock(), row, outcome)
+    async def settle(
+        self, session: AsyncSession, group: Sequence[tuple[StoredFile, Copied | runner.Failure]]
+    ) -> list[str]:
+        now = self.deps.clock()
+        failed = [(row, outcome) for row, outcome in group if not isinstance(outcome, Copied)]
+        names = dict(zip((row.id for row, _ in failed), await record_failures(session, now, failed), strict=True))
+        for row, outcome in group:
+            if isinstance(outcome, Copied):
+                names[row.id] = await record_stored(session, now, row, outcome)
+        return [names[row.id] for row, _ in group]
 
     async def rescue(self, session: AsyncSession, row: StoredFile, outcome: Copied | runner.Failure) -> str:
         # A copy that could not be recorded is made again: it goes to the same key, so nothing is left over.
         failure = RetryLater("the copy could not be recorded") if isinstance(outcome, Copied) else outcome
-        return await record_failure(session, self.deps.clock(), row, failure)
+        (name,) = await record_failures(session, self.deps.clock(), [(row, failure)])
+        return name
 
 
 async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
@@ -236,15 +243,26 @@ async def add_stored_image(session: AsyncSession, task_id: str, n: int, now: dat
     queries.mark_changed(session, [task_id])
 
 
-async def record_failure(session: AsyncSession, now: datetime, row: StoredFile, failure: runner.Failure) -> str:
+async def record_failures(
+    session: AsyncSession, now: datetime, failed: Sequence[tuple[StoredFile, runner.Failure]]
+) -> list[str]:
     """GiveUp fails at once; RetryLater retries with backoff (no sooner than a Retry-After) until
-    the provider's URL has surely expired."""
-    retry = runner.next_attempt(failure, COPY_BACKOFF, row.attempts + 1, now, row.created_at + GIVE_UP_AFTER)
-    state = "failed" if retry is None else "pending"
-    message = clean_text(failure.message, 500)  # it may quote what a remote server sent
-    values = {"state": state, "attempts": row.attempts + 1, "next_attempt_at": retry, "error": message}
-    await settle(session, row, values)
-    return "failed" if retry is None else "retry"
+    the provider's URL has surely expired. One statement for them all; a row no longer pending
+    (stored meanwhile by a copier whose lease had run out) is left as it is."""
+    writes = []
+    for row, failure in failed:
+        retry = runner.next_attempt(failure, COPY_BACKOFF, row.attempts + 1, now, row.created_at + GIVE_UP_AFTER)
+        message = clean_text(failure.message, 500)  # it may quote what a remote server sent
+        state = "failed" if retry is None else "pending"
+        writes.append(
+            {"row_id": row.id, "state": state, "attempts": row.attempts + 1, "next_attempt_at": retry, "error": message}
+        )
+    if writes:
+        files = StoredFile.__table__
+        await session.execute(
+            update(files).where(files.c.id == bindparam("row_id"), files.c.state == "pending"), writes
+        )
+    return ["failed" if write["next_attempt_at"] is None else "retry" for write in writes]
 
 
 async def settle(session: AsyncSession, row: StoredFile, values: dict[str, object]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,7 +106,10 @@ class Sender:
         result = await attempt(self.deps, due.delivery, due.key, body)
         return Attempted(body, result, round((time.monotonic() - started) * 1000))
 
-    async def settle(self, session: AsyncSession, due: Due, outcome: Attempted | runner.Failure) -> str:
+    async def settle(self, session: AsyncSession, group: Sequence[tuple[Due, Attempted | runner.Failure]]) -> list[str]:
+        return [await self._settle_one(session, due, outcome) for due, outcome in group]
+
+    async def _settle_one(self, session: AsyncSession, due: Due, outcome: Attempted | runner.Failure) -> str:
         if isinstance(outcome, Attempted):
             return await record(self.deps, session, due.delivery, outcome)
         return await self._moved_on(session, due, outcome, outcome.message)

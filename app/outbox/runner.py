@@ -84,9 +84,9 @@ class Job(Protocol[Row, Done]):
         """Make the attempt, with no transaction open; RetryLater or GiveUp when it fails."""
         ...
 
-    async def settle(self, session: AsyncSession, row: Row, outcome: Done | Failure) -> str:
-        """Write the outcome in session's transaction, shared with other rows' settles; returns
-        the name it is counted under. Writing the same outcome twice must do no more harm than once."""
+    async def settle(self, session: AsyncSession, group: Sequence[tuple[Row, Done | Failure]]) -> list[str]:
+        """Write the outcomes of a group of rows, in claim order, in session's transaction; returns the
+        name each is counted under. Writing the same outcome twice must do no more harm than once."""
         ...
 
     async def rescue(self, session: AsyncSession, row: Row, outcome: Done | Failure) -> str:
@@ -165,15 +165,20 @@ class Batch(Generic[Row, Done]):
                 return [name for one in group for name in await self._settled([one])]
             log.exception("settling (%s) failed", self.job.describe(group[0][0]))
         try:
-            return await self._write(self.job.rescue, group)
+            return await self._write(self._rescue, group)
         except Exception as exc:
             if not is_outage(exc):
                 log.exception("rescuing (%s) failed", self.job.describe(group[0][0]))
             return self._unsettled(group, exc)
 
-    async def _write(self, write: Callable[[AsyncSession, Row, Any], Awaitable[str]], group: list[Any]) -> list[str]:
+    async def _write(
+        self, write: Callable[[AsyncSession, list[Any]], Awaitable[list[str]]], group: list[Any]
+    ) -> list[str]:
         async with self.deps.write() as session:
-            return [await write(session, row, outcome) for row, outcome in group]
+            return await write(session, group)
+
+    async def _rescue(self, session: AsyncSession, group: list[tuple[Row, Any]]) -> list[str]:
+        return [await self.job.rescue(session, row, outcome) for row, outcome in group]
 
     def _unsettled(self, group: list[Any], exc: Exception) -> list[str]:
         """Nothing is known to be written (an outage may even cut off a commit that went through), so

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from app.db.outage import is_outage
 from app.db.tables import StoredFile, Task, WebhookAttempt, WebhookDelivery
 from app.deps import Deps, open_deps
-from app.errors import RetryLater
+from app.errors import GiveUp, RetryLater
 from app.outbox import copies, deliveries, runner, webhooks
 from app.outbox.storage import StoredObject, open_storage
 from tests.support.clock import SteppedClock
@@ -93,6 +93,33 @@ class Answered(deliveries.Sender):
         return deliveries.Attempted({"type": "task.succeeded"}, deliveries.Result(status, "ok", failure), 3)
 
 
+@dataclass(frozen=True)
+class Refused(copies.Copier):
+    """A copier whose every download is refused for good; one copy, "stored_meanwhile", was stored by
+    another copier (whose lease had run out) while this one worked."""
+
+    async def work(self, row: StoredFile) -> copies.Copied:
+        if row.n == 0:
+            async with self.deps.write() as session:
+                await session.execute(update(StoredFile).where(StoredFile.id == row.id).values(state="stored"))
+        raise GiveUp("not an image: the bytes are not PNG, JPEG, WebP or GIF")
+
+
+@contextlib.contextmanager
+def statements(deps: Deps) -> Iterator[list[str]]:
+    """Every statement sent on deps' engine (an executemany counts once), as it happens."""
+    seen: list[str] = []
+
+    def listener(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement.split()[0].upper())
+
+    event.listen(deps.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(deps.engine.sync_engine, "before_cursor_execute", listener)
+
+
 async def add_deliveries(sessions: Any, task: Task) -> None:
     now = datetime.now(UTC)
     async with sessions.begin() as session:
@@ -116,6 +143,25 @@ async def test_a_batch_of_copies_is_settled_in_one_transaction(database_url, ses
     assert names == ["stored"] * N
     assert len(seen) == 2  # the claim, and the settle of all N
     assert (await load_task(sessions, task.id)).stored_images == list(range(N))
+
+
+async def test_a_batch_of_failed_copies_is_one_statement_that_never_undoes_a_stored_copy(
+    database_url, sessions, make_client_key
+) -> None:
+    key = await make_client_key("owner")
+    task = await a_task(sessions, key.id, [f"http://127.0.0.1:9/{n}.png" for n in range(N)])
+    async with sessions.begin() as session:
+        session.add_all(StoredFile(**row) for row in copies.copy_rows(task, datetime.now(UTC)))
+    async with replica(database_url, SteppedClock()) as deps:
+        copier = Refused(deps, open_storage(deps.settings))
+        with statements(deps) as seen:
+            names = await runner.run_jobs(deps, copies.claim_copies, LEASE, 10, copier, concurrency=1)
+    assert names == ["failed"] * N
+    # The claim (WITH ... UPDATE on PostgreSQL), the copy stored meanwhile, and the settle of all N.
+    assert len(seen) == 3 and set(seen) <= {"WITH", "UPDATE"}
+    async with sessions() as session:
+        states = (await session.execute(select(StoredFile.state).order_by(StoredFile.n))).scalars().all()
+    assert states == ["stored"] + ["failed"] * (N - 1)
 
 
 async def test_a_batch_of_deliveries_is_settled_in_one_transaction_and_logged_in_one_line(

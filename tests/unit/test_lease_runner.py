@@ -146,9 +146,9 @@ class Job:
             raise outcome
         return outcome
 
-    async def settle(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
-        self.settled[row] = outcome
-        return outcome if isinstance(outcome, str) else type(outcome).__name__
+    async def settle(self, session: Any, group: list[tuple[str, str | runner.Failure]]) -> list[str]:
+        self.settled.update(group)
+        return [outcome if isinstance(outcome, str) else type(outcome).__name__ for _, outcome in group]
 
     async def rescue(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
         raise AssertionError("settle never breaks here")
@@ -213,10 +213,10 @@ class Breaking(Job):
 
     error: Exception = field(default_factory=lambda: ValueError("bad row"))
 
-    async def settle(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
-        if row == "bad":
+    async def settle(self, session: Any, group: list[tuple[str, str | runner.Failure]]) -> list[str]:
+        if any(row == "bad" for row, _ in group):
             raise self.error
-        return await super().settle(session, row, outcome)
+        return await super().settle(session, group)
 
     async def rescue(self, session: Any, row: str, outcome: str | runner.Failure) -> str:
         return "rescued"
