@@ -131,11 +131,16 @@ async def all_deliveries(sessions: Any) -> list[WebhookDelivery]:
         return list((await session.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))).scalars())
 
 
-async def test_a_batch_of_copies_is_settled_in_one_transaction(database_url, sessions, make_client_key) -> None:
-    key = await make_client_key("owner")
-    task = await a_task(sessions, key.id, [f"http://127.0.0.1:9/{n}.png" for n in range(N)])
+async def a_task_with_copies(sessions: Any, key_id: int) -> Task:
+    """A finished task of N images, none of them copied yet."""
+    task = await a_task(sessions, key_id, [f"http://127.0.0.1:9/{n}.png" for n in range(N)])
     async with sessions.begin() as session:
         session.add_all(StoredFile(**row) for row in copies.copy_rows(task, datetime.now(UTC)))
+    return task
+
+
+async def test_a_batch_of_copies_is_settled_in_one_transaction(database_url, sessions, make_client_key) -> None:
+    task = await a_task_with_copies(sessions, (await make_client_key("owner")).id)
     async with replica(database_url, SteppedClock()) as deps:
         copier = Downloaded(deps, open_storage(deps.settings))
         with commits(deps) as seen:
@@ -148,10 +153,7 @@ async def test_a_batch_of_copies_is_settled_in_one_transaction(database_url, ses
 async def test_a_batch_of_failed_copies_is_one_statement_that_never_undoes_a_stored_copy(
     database_url, sessions, make_client_key
 ) -> None:
-    key = await make_client_key("owner")
-    task = await a_task(sessions, key.id, [f"http://127.0.0.1:9/{n}.png" for n in range(N)])
-    async with sessions.begin() as session:
-        session.add_all(StoredFile(**row) for row in copies.copy_rows(task, datetime.now(UTC)))
+    await a_task_with_copies(sessions, (await make_client_key("owner")).id)
     async with replica(database_url, SteppedClock()) as deps:
         copier = Refused(deps, open_storage(deps.settings))
         with statements(deps) as seen:
