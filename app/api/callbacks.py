@@ -7,7 +7,7 @@ middleware stack (app/api/shortcuts.py); whichever way a callback comes, this en
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.body import read_body
@@ -15,8 +15,10 @@ from app.deps import Deps
 from app.errors import NotFound
 from app.tasks.inbox import receive_callback
 
+RECEIVED = b'{"code":200,"msg":"success"}'  # as JSONResponse would render it, rendered once
 
-async def provider_callback(request: Request) -> JSONResponse:
+
+async def provider_callback(request: Request) -> Response:
     deps: Deps = request.state.deps
     route = request.path_params["api"]
     owner = deps.providers.for_callback_route(route)
@@ -27,7 +29,7 @@ async def provider_callback(request: Request) -> JSONResponse:
     verdict = await receive_callback(deps, owner, route, task_id, token, request.headers, raw)
     if verdict.status != 200:
         return JSONResponse({"error": verdict.message}, status_code=verdict.status)
-    return JSONResponse({"code": 200, "msg": "success"})
+    return Response(RECEIVED, media_type="application/json")
 
 
 routes = [Route("/callbacks/{api}/{task_id}/{token}", provider_callback, methods=["POST"])]

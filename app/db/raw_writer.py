@@ -19,7 +19,7 @@ import contextlib
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -50,6 +50,8 @@ class RawWriter(Protocol):
 class RawTransaction(abc.ABC):
     """A TaskWriter made of one driver's `execute` (many rows) and `fetch`: the SQL is shared."""
 
+    encoders: dict[type, Callable[[Any], Any]] = {dict: json.dumps, list: json.dumps}
+
     def __init__(self) -> None:
         self.changed_ids: list[str] = []
 
@@ -69,7 +71,9 @@ class RawTransaction(abc.ABC):
 
     def encode(self, value: Any) -> Any:
         """As SQLAlchemy's JSON type stores a value; every dict or list written goes to a JSON column."""
-        return json.dumps(value) if isinstance(value, dict | list) else value
+        # By exact type: called for every value of every row, and most values are plain.
+        encoder = self.encoders.get(type(value))
+        return value if encoder is None else encoder(value)
 
     async def lock_heads(self, task_ids: Sequence[str]) -> dict[str, TaskHead]:
         if not task_ids:
@@ -129,6 +133,8 @@ def open_raw_writer(url: str, timeout_s: float | None, write_lock: asyncio.Lock 
 class SqliteTransaction(RawTransaction):
     """Writes wait in `pending` and go with the next thread hop: the lock's, or the commit's."""
 
+    encoders = RawTransaction.encoders | {datetime: lambda value: value.strftime(SQLITE_DATETIME)}
+
     def __init__(self, connection: SqliteThread) -> None:
         super().__init__()
         self.connection, self.begun = connection, False
@@ -136,9 +142,6 @@ class SqliteTransaction(RawTransaction):
 
     def placeholder(self, n: int) -> str:
         return "?"
-
-    def encode(self, value: Any) -> Any:
-        return value.strftime(SQLITE_DATETIME) if isinstance(value, datetime) else super().encode(value)
 
     def heads_sql(self, count: int) -> str:
         return f"SELECT {', '.join(HEAD_COLUMNS)} FROM tasks WHERE id IN ({', '.join('?' * count)})"
