@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
+
+from sqlalchemy import update
 
 from app.db import queries
 from app.db.outage import stale_if_error
@@ -13,7 +18,12 @@ from app.db.tables import ApiKey
 from app.deps import Deps
 from app.errors import NotFound, Unauthorized
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "ih_"
+# How often each process writes down which keys it saw used: `last used` is this coarse, and
+# costs one statement a minute per process however many requests came.
+KEY_USE_WRITE_S = 60.0
 
 
 def hash_key(key: str) -> str:
@@ -67,9 +77,14 @@ async def authenticate(deps: Deps, key: str | None) -> int:
 
 
 async def look_up_key(deps: Deps, key_hash: str) -> int | None:
+    now = deps.clock()
     async with deps.sessions() as session:
-        owner = await queries.find_api_key_id(session, key_hash)
-    deps.keys.put(key_hash, owner)
+        found = await queries.find_api_key(session, key_hash, now)
+    if found is None:
+        deps.keys.put(key_hash, None)
+        return None
+    owner, expires_at = found
+    deps.keys.put(key_hash, owner, None if expires_at is None else (expires_at - now).total_seconds())
     return owner
 
 
@@ -85,3 +100,30 @@ async def set_limits(deps: Deps, key_id: int, **limits: float | None) -> dict[st
         for name, value in limits.items():
             setattr(row, name, None if value is None else (int(value) if name in LIMITS[:2] else float(value)))
         return {name: getattr(row, name) for name in LIMITS}
+
+
+async def record_key_use(deps: Deps) -> None:
+    """Write down, in one statement, that the keys used since the last time were used now."""
+    used = deps.keys.take_used()
+    if not used:
+        return
+    try:
+        async with deps.write() as session:
+            stmt = update(ApiKey).where(ApiKey.id.in_(sorted(used))).values(last_used_at=deps.clock())
+            await session.execute(stmt)
+    except BaseException:
+        deps.keys.used |= used  # written with the next round instead
+        raise
+
+
+async def keep_key_use(deps: Deps, stopping: asyncio.Event) -> None:
+    """record_key_use every KEY_USE_WRITE_S until stopped, and once more on the way out."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), KEY_USE_WRITE_S)
+        try:
+            await record_key_use(deps)
+        except Exception as exc:  # an outage: the keys wait for the next round
+            log.warning("could not record key use: %s", type(exc).__name__)
+        if stopping.is_set():
+            return

@@ -25,6 +25,7 @@ from app.db.migrate import head_revision
 from app.db.outage import is_outage
 from app.deps import Deps, open_deps, utc_now
 from app.errors import DatabaseUnavailable, GatewayError
+from app.keys import keep_key_use
 from app.outbox.outbound import Resolver, resolve
 from app.reads.watch import listen_postgres, watch_sqlite
 from app.settings import Settings
@@ -62,6 +63,7 @@ def create_app(
             loops, listeners = [], []
             if run_sweeper_in_process and settings.sweep_interval_s > 0:
                 loops.append(asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s, stopping)))
+            loops.append(asyncio.create_task(keep_key_use(deps, stopping)))
             listeners.append(asyncio.create_task(watch_changes(deps)))
             try:
                 yield {"deps": deps, "schema_head": head_revision(settings.database_url)}

@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from app.cli.database import run_with_deps
-from app.cli.parsing import Commands, add_command
+from app.cli.parsing import Commands, add_command, duration
 from app.deps import Deps
 from app.errors import NotConfigured, ProviderError
 from app.providers.base import Balance
 from app.reads.usage import summarize
-from app.tasks.retention import parse_age, purge
+from app.tasks.retention import purge
 
 
 def register(commands: Commands) -> None:
@@ -24,7 +24,9 @@ def register(commands: Commands) -> None:
     add_command(commands, "credits", "the Kie.ai account's remaining credits", cmd_credits)
 
     purge_command = add_command(commands, "purge", "delete finished tasks, their files and records", cmd_purge)
-    purge_command.add_argument("--older-than", required=True, help="age like 30d, 12h, 90m (required)")
+    purge_command.add_argument(
+        "--older-than", required=True, type=duration, help="age like 30d, 12h, 90m or 2w (required)"
+    )
     purge_command.add_argument(
         "--batch", type=int, default=500, help="rows deleted per batch, with a pause between batches"
     )
@@ -53,9 +55,5 @@ def cmd_credits(args: argparse.Namespace) -> None:
 
 
 def cmd_purge(args: argparse.Namespace) -> None:
-    try:
-        age = parse_age(args.older_than)
-    except ValueError as exc:
-        sys.exit(f"imagehook: {exc}")
-    removed = run_with_deps(lambda deps: purge(deps, age, args.batch))
+    removed = run_with_deps(lambda deps: purge(deps, args.older_than, args.batch))
     print("Purged: " + (", ".join(f"{n} {what}" for what, n in sorted(removed.items()) if n) or "nothing"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 Run = Callable[[argparse.Namespace], None]
@@ -62,3 +64,15 @@ def describe(summary: str, parser: CommandParser) -> str:
     lines = parser.listing()
     width = max(len(command) for command, _ in lines)
     return summary + "\n\ncommands:\n" + "\n".join(f"  {command:<{width}}  {about}" for command, about in lines)
+
+
+DURATION = re.compile(r"([0-9]{1,5})([smhdw])")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `45s` or `2w`, as an argparse type."""
+    found = DURATION.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30d, 12h, 90m, 45s or 2w")
+    return timedelta(**{DURATION_UNITS[found.group(2)]: int(found.group(1))})

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -16,9 +16,15 @@ from app.tasks.domain import TERMINAL, State
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
 
 
-async def find_api_key_id(session: AsyncSession, key_hash: str) -> int | None:
-    stmt = select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    return (await session.execute(stmt)).scalar_one_or_none()
+async def find_api_key(session: AsyncSession, key_hash: str, now: datetime) -> tuple[int, datetime | None] | None:
+    """(id, expires_at) of the key with this hash, unless it is revoked or has expired."""
+    stmt = select(ApiKey.id, ApiKey.expires_at).where(
+        ApiKey.key_hash == key_hash,
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+    )
+    found = (await session.execute(stmt)).one_or_none()
+    return None if found is None else (found[0], found[1])
 
 
 async def get_idempotency_key(session: AsyncSession, api_key_id: int, key: str) -> IdempotencyKey | None:

@@ -55,6 +55,10 @@ class ApiKey(Base):
     monthly_credit_budget: Mapped[float | None]
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # An expired key is refused like a revoked one.
+    expires_at: Mapped[datetime | None]
+    # Kept to within a minute: each process writes the keys it saw once a minute (app/keys.py).
+    last_used_at: Mapped[datetime | None]
 
 
 class Task(Base):

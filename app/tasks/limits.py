@@ -30,10 +30,10 @@ async def enforce(session: AsyncSession, api_key_id: int, now: datetime, reserve
         await _check_rate(session, key, now)
     if key.max_in_flight is not None:
         await _check_in_flight(session, key)
-    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start, month_start = budget_periods(now)
     for budget, since, period in (
         (key.daily_credit_budget, day_start, "Daily"),
-        (key.monthly_credit_budget, day_start.replace(day=1), "Monthly"),
+        (key.monthly_credit_budget, month_start, "Monthly"),
     ):
         if budget is not None:
             await _check_budget(session, key.id, budget, since, reserve, period)
@@ -55,11 +55,28 @@ async def _check_rate(session: AsyncSession, key: ApiKey, now: datetime) -> None
         )
 
 
-async def _check_in_flight(session: AsyncSession, key: ApiKey) -> None:
+def budget_periods(now: datetime) -> tuple[datetime, datetime]:
+    """The starts of the UTC day and month budgets count from."""
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day_start, day_start.replace(day=1)
+
+
+async def in_flight(session: AsyncSession, key_id: int) -> int:
     stmt = select(func.count()).where(
-        Task.api_key_id == key.id, Task.state.in_([State.PENDING.value, State.PROCESSING.value])
+        Task.api_key_id == key_id, Task.state.in_([State.PENDING.value, State.PROCESSING.value])
     )
-    if (await session.execute(stmt)).scalar_one() >= key.max_in_flight:
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def credits_used(session: AsyncSession, key_id: int, since: datetime) -> float:
+    """Finished tasks count what they cost; unfinished ones what they reserved."""
+    spent_or_reserved = func.coalesce(func.sum(func.coalesce(Task.credits, Task.credit_reserve)), 0.0)
+    stmt = select(spent_or_reserved).where(Task.api_key_id == key_id, Task.created_at >= since)
+    return float((await session.execute(stmt)).scalar_one())
+
+
+async def _check_in_flight(session: AsyncSession, key: ApiKey) -> None:
+    if await in_flight(session, key.id) >= key.max_in_flight:
         raise TooManyRequests(
             f"Limit of {key.max_in_flight} tasks in flight reached; retry when one finishes",
             headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
@@ -69,10 +86,7 @@ async def _check_in_flight(session: AsyncSession, key: ApiKey) -> None:
 async def _check_budget(
     session: AsyncSession, key_id: int, budget: float, since: datetime, reserve: float, period: str
 ) -> None:
-    """Finished tasks count what they cost; unfinished ones what they reserved."""
-    spent_or_reserved = func.coalesce(func.sum(func.coalesce(Task.credits, Task.credit_reserve)), 0.0)
-    stmt = select(spent_or_reserved).where(Task.api_key_id == key_id, Task.created_at >= since)
-    used = float((await session.execute(stmt)).scalar_one())
+    used = await credits_used(session, key_id, since)
     if used + reserve > budget:
         raise PaymentRequired(
             f"{period} credit budget of {budget:g} reached: {used:g} used or reserved, this task reserves {reserve:g}"

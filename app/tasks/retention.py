@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -26,17 +25,8 @@ from app.tasks.domain import TERMINAL
 
 log = logging.getLogger(__name__)
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Short transactions with a pause between them: the service keeps its write lock turns.
 PAUSE_S = 0.05
-
-
-def parse_age(text: str) -> timedelta:
-    """`30d`, `12h`, `90m`, `3600s`."""
-    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if not match:
-        raise ValueError(f"age must look like 30d, 12h, 90m or 3600s, got {text!r}")
-    return timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
 
 
 async def purge(deps: Deps, older_than: timedelta, batch: int = 500) -> Counter[str]:
