@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/imagehook.db"
 KIE_BASE_URL = "https://api.kie.ai"
@@ -54,6 +56,10 @@ class Settings:
     webhook_timeout_s: float = 15.0
     max_body_bytes: int = 1024 * 1024
     storage_dir: str = "var/files"
+    # file:///path or s3://bucket/prefix; unset: the directory STORAGE_DIR names (app/outbox/storage.py).
+    storage_url: str = ""
+    # Serve a copy kept in a bucket as a 302 to a short-lived presigned URL instead of through the gateway.
+    storage_redirect: bool = False
     storage_max_bytes: int = 50 * 1024 * 1024
     # Result images are fetched only from these hosts: the copier never becomes an open proxy.
     fetch_allowed_hosts: tuple[str, ...] = DEFAULT_FETCH_ALLOWED_HOSTS
@@ -152,6 +158,22 @@ def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return tuple(origin.strip().rstrip("/").lower() for origin in raw.split(",") if origin.strip())
 
 
+# A bucket name as S3 allows it (3-63 lowercase letters, digits, dots and hyphens).
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _storage_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme == "file" and parts.path and not parts.netloc and not parts.query:
+        return raw
+    if parts.scheme == "s3" and BUCKET.fullmatch(parts.netloc) and not parts.query and not parts.fragment:
+        return raw.rstrip("/")
+    raise SettingsError(f"{name} must be file:///path or s3://bucket/prefix, got {raw!r}")
+
+
 def _secret(env: Mapping[str, str], name: str, default: str) -> str:
     """IMAGEHOOK_SECRET derives callback secrets, so it must outlive restarts.
 
@@ -231,7 +253,15 @@ VARIABLES = (
     Variable("WEBHOOK_RETRY_FOR_S", "webhook_retry_for_s", _number, "how long a failing webhook is retried"),
     Variable("WEBHOOK_RETRY_BASE_S", "webhook_retry_base_s", _number, "first webhook retry delay"),
     Variable("WEBHOOK_TIMEOUT_S", "webhook_timeout_s", _number, "timeout of one webhook attempt"),
-    Variable("STORAGE_DIR", "storage_dir", _given, "where result copies are kept"),
+    Variable(
+        "STORAGE_URL",
+        "storage_url",
+        _storage_url,
+        "where result copies are kept: file:///path or s3://bucket/prefix",
+        shown_default="file:// of STORAGE_DIR",
+    ),
+    Variable("STORAGE_DIR", "storage_dir", _given, "the directory of file:// storage (STORAGE_URL's older form)"),
+    Variable("STORAGE_REDIRECT", "storage_redirect", _flag, "serve s3:// copies as a 302 to a presigned URL (yes/no)"),
     Variable("STORAGE_MAX_BYTES", "storage_max_bytes", _integer, "largest result file copied"),
     Variable("FETCH_ALLOWED_HOSTS", "fetch_allowed_hosts", _hosts, "the only hosts results are fetched from"),
     Variable("COPY_TIMEOUT_S", "copy_timeout_s", _number, "deadline of one result download"),

@@ -1,6 +1,7 @@
 """What every tier shares: the database of the run, made only when a test asks for it (SQLite file, or
 PostgreSQL when IMAGEHOOK_TEST_DATABASE_URL names one), migrated once. The unit and emulator tiers never
-ask, so they touch no database."""
+ask, so they touch no database. And an S3-protocol server, started only for the tests that ask for a
+bucket (tests/support/s3.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db.engine import create_engine, is_sqlite
 from app.db.migrate import upgrade
+from tests.support.s3 import bucket, s3_server
+
+__all__ = ["bucket", "s3_server"]  # fixtures, found by pytest through this module
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,23 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from app.api import ranges
 from app.api.auth import owner_of
+from app.db.tables import StoredFile
 from app.deps import Deps
-from app.errors import NotFound
+from app.errors import NotFound, Unavailable
 from app.inbound import url_values as query
 from app.outbox import copies
-from app.outbox.storage import open_storage
+from app.outbox.storage import StoreUnavailable, open_storage
+
+if TYPE_CHECKING:
+    from app.outbox.object_store import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +42,42 @@ async def stored_file(request: Request) -> Response:
     headers = {"ETag": f'"{copy.sha256}"', "Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
     if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    # Only local storage exists so far; an object store would answer with a redirect here instead.
-    path = open_storage(deps.settings).path(copy.storage_key)
-    stat = await asyncio.to_thread(_stat, path) if path is not None else None
+    storage = open_storage(deps.settings)
+    path = storage.path(copy.storage_key)
+    if path is None:
+        return await from_bucket(request, storage, copy, headers)  # type: ignore[arg-type]
+    stat = await asyncio.to_thread(_stat, path)
     if stat is None:
         log.error("stored copy %s of task %s is missing from storage", n, task_id)
         raise NotFound("File not found")
     # FileResponse answers Range requests (206, 416) itself; If-Range compares with our ETag.
     return FileResponse(path, media_type=copy.content_type, headers=headers, stat_result=stat)
+
+
+async def from_bucket(request: Request, bucket: S3Storage, copy: StoredFile, headers: dict[str, str]) -> Response:
+    """A copy in an S3 bucket: streamed through, Range and all, or (STORAGE_REDIRECT) a 302 to a presigned URL."""
+    assert copy.storage_key is not None and copy.size is not None
+    if request.state.deps.settings.storage_redirect:
+        location = await bucket.signed_url(copy.storage_key)
+        # The URL works for minutes only: nobody may keep the redirect.
+        return Response(status_code=302, headers={"Location": location, "Cache-Control": "no-store"})
+    wanted = ranges.requested(request.headers.get("range"), request.headers.get("if-range"), headers["ETag"], copy.size)
+    headers |= {"Accept-Ranges": "bytes"}
+    if isinstance(wanted, ranges.Unsatisfiable):
+        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{copy.size}"})
+    part = wanted if isinstance(wanted, ranges.Part) else ranges.Part(0, copy.size)
+    try:
+        chunks = await bucket.read(copy.storage_key, part.start, part.end)
+    except StoreUnavailable as exc:
+        log.error("stored copy of task %s could not be read: %s", copy.task_id, exc)
+        raise Unavailable("File storage is unavailable; try again shortly") from None
+    if chunks is None:
+        log.error("stored copy %s of task %s is missing from storage", copy.n, copy.task_id)
+        raise NotFound("File not found")
+    headers |= {"Content-Length": str(part.end - part.start)}
+    if isinstance(wanted, ranges.Whole):
+        return StreamingResponse(chunks, 200, headers, copy.content_type)
+    return StreamingResponse(chunks, 206, headers | {"Content-Range": part.content_range(copy.size)}, copy.content_type)
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -9,6 +9,7 @@ from app.cli.database import run_with_deps
 from app.cli.parsing import Commands, add_command, duration
 from app.deps import Deps
 from app.errors import NotConfigured, ProviderError
+from app.outbox.storage import StorageError
 from app.providers.base import Balance
 from app.reads.usage import summarize
 from app.tasks.retention import purge
@@ -55,5 +56,8 @@ def cmd_credits(args: argparse.Namespace) -> None:
 
 
 def cmd_purge(args: argparse.Namespace) -> None:
-    removed = run_with_deps(lambda deps: purge(deps, args.older_than, args.batch))
+    try:
+        removed = run_with_deps(lambda deps: purge(deps, args.older_than, args.batch))
+    except StorageError as exc:  # files go first, so nothing was purged past the one that failed
+        sys.exit(f"imagehook: purge stopped: {exc}")
     print("Purged: " + (", ".join(f"{n} {what}" for what, n in sorted(removed.items()) if n) or "nothing"))

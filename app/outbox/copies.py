@@ -27,7 +27,7 @@ from app.errors import BadRequest, GiveUp, RetryLater
 from app.inbound.untrusted import clean_text
 from app.outbox import runner
 from app.outbox.outbound import DestinationRefused
-from app.outbox.storage import Storage, StorageError, StoredObject, TooLarge, open_storage
+from app.outbox.storage import Storage, StorageError, StoredObject, StoreUnavailable, TooLarge, open_storage
 from app.providers.http import retry_after
 from app.settings import Settings
 from app.tasks.domain import Backoff
@@ -116,19 +116,19 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
             response = await open_image(deps, row.source_url)
             try:
                 check_response(response, settings.storage_max_bytes)
-                body = ImageStream(response.aiter_bytes())
+                media_type, body = await sniffed(aiter(response.aiter_bytes()))
                 key = storage_key(row.task_id, row.n)
-                stored = await storage.put(key, aiter(body), settings.storage_max_bytes)
+                stored = await storage.put(key, body, settings.storage_max_bytes, media_type)
             finally:
                 await response.aclose()
     except TimeoutError:
         raise RetryLater(f"timed out after {settings.copy_timeout_s:g} s") from None
-    except httpx.HTTPError as exc:  # network trouble, a cut-off or undecodable body: worth another try
+    # Network trouble, a cut-off or undecodable body, a store out of reach: worth another try.
+    except (httpx.HTTPError, StoreUnavailable) as exc:
         raise RetryLater(f"{type(exc).__name__}: {exc}"[:500]) from None
     except (StorageError, httpx.InvalidURL, DestinationRefused) as exc:  # too large; a URL, key or address never works
         raise GiveUp(str(exc)[:500]) from None
-    assert body.media_type is not None  # put() consumed the stream, which checked it
-    return Copied(stored, body.media_type)
+    return Copied(stored, media_type)
 
 
 async def open_image(deps: Deps, url: str) -> httpx.Response:
@@ -182,31 +182,24 @@ def image_type(head: bytes) -> str | None:
         return None
 
 
-class ImageStream:
-    """A body passed through unchanged once its first bytes show an image; `media_type` is the
-    type they show, which is what gets served (not the sender's claim)."""
+async def sniffed(chunks: AsyncIterator[bytes]) -> tuple[str, AsyncIterator[bytes]]:
+    """The image type the body's first bytes show (which is what gets served, not the sender's
+    claim), and the whole body, unchanged. GiveUp if they show no image."""
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    media_type = image_type(head)
+    if media_type is None:
+        raise GiveUp("not an image: the bytes are not PNG, JPEG, WebP or GIF")
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self.chunks = chunks
-        self.media_type: str | None = None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        head = b""
-        async for chunk in self.chunks:
-            if self.media_type is None:
-                head += chunk
-                if len(head) < SNIFF_BYTES:
-                    continue
-                chunk = self._checked(head)
+    async def whole() -> AsyncIterator[bytes]:
+        yield head
+        async for chunk in chunks:
             yield chunk
-        if self.media_type is None:  # a body shorter than SNIFF_BYTES
-            yield self._checked(head)
 
-    def _checked(self, head: bytes) -> bytes:
-        self.media_type = image_type(head)
-        if self.media_type is None:
-            raise GiveUp("not an image: the bytes are not PNG, JPEG, WebP or GIF")
-        return head
+    return media_type, whole()
 
 
 async def record_stored(session: AsyncSession, now: datetime, row: StoredFile, copied: Copied) -> str:

@@ -1,5 +1,6 @@
-"""Where copied result images live. `Storage` is what the copier and the file route need, so an
-object store can replace `LocalStorage` later without touching either."""
+"""Where copied result images live: `STORAGE_URL`, a directory (`file:///path`, `LocalStorage`)
+or an S3-compatible bucket (`s3://bucket/prefix`, app/outbox/object_store.py). `Storage` is what
+the copier, the file route and purge need; each store checks size and digest on the way in alike."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
 
 from app.settings import Settings
 
 # Each part of a key: no leading dot, so neither ".." nor our hidden temp files can be named.
 KEY_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+DEFAULT_TYPE = "application/octet-stream"
 
 
 class StorageError(Exception):
@@ -35,6 +38,10 @@ class InvalidKey(StorageError, ValueError):
     pass
 
 
+class StoreUnavailable(StorageError):
+    """The store could not be reached or refused the request: worth another try later."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     size: int
@@ -42,7 +49,9 @@ class StoredObject:
 
 
 class Storage(Protocol):
-    async def put(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> StoredObject:
+    async def put(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int, content_type: str = DEFAULT_TYPE
+    ) -> StoredObject:
         """Store the whole stream under key, or nothing (raising TooLarge past max_bytes)."""
         ...
 
@@ -56,7 +65,51 @@ class Storage(Protocol):
 
 
 def open_storage(settings: Settings) -> Storage:
-    return LocalStorage(Path(settings.storage_dir))
+    if settings.storage_url.startswith("s3://"):
+        from app.outbox.object_store import open_bucket  # only S3 deployments load the S3 client
+
+        return open_bucket(settings.storage_url)
+    return LocalStorage(Path(local_directory(settings)))
+
+
+def local_directory(settings: Settings) -> str:
+    """STORAGE_URL's path if it is a file:// URL, else STORAGE_DIR (its older spelling)."""
+    if settings.storage_url.startswith("file://"):
+        return unquote(urlsplit(settings.storage_url).path)
+    return settings.storage_dir
+
+
+def check_key(key: str) -> list[str]:
+    """The key's parts, each a plain name: no leading dot, so neither ".." nor a hidden temp file."""
+    parts = key.split("/")
+    if not all(KEY_PART.fullmatch(part) for part in parts):
+        raise InvalidKey(f"invalid storage key {key!r}")
+    return parts
+
+
+class Measured:
+    """chunks passed on as they come, counted and hashed; TooLarge as soon as they add up past max_bytes."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], max_bytes: int) -> None:
+        self.chunks, self.max_bytes = chunks, max_bytes
+        self.size, self.digest = 0, hashlib.sha256()
+        # What ended the stream, if it did not end well: the put fails with it, whoever relays it.
+        self.failure: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.chunks:
+                self.size += len(chunk)
+                if self.size > self.max_bytes:
+                    raise TooLarge(self.max_bytes)
+                self.digest.update(chunk)
+                yield chunk
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    def stored(self) -> StoredObject:
+        return StoredObject(self.size, self.digest.hexdigest())
 
 
 class LocalStorage:
@@ -67,28 +120,24 @@ class LocalStorage:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not all(KEY_PART.fullmatch(part) for part in parts):
-            raise InvalidKey(f"invalid storage key {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key))
 
-    async def put(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> StoredObject:
+    async def put(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int, content_type: str = DEFAULT_TYPE
+    ) -> StoredObject:
+        """content_type is not kept: the file route serves the type the copy's row records."""
         target = self.path(key)
         file, temp = await _in_thread(_open_temp, target)
+        body = Measured(chunks, max_bytes)
         try:
-            size, digest = 0, hashlib.sha256()
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(max_bytes)
-                digest.update(chunk)
+            async for chunk in body:
                 await _in_thread(file.write, chunk)
             await _in_thread(_publish, file, temp, target)
         except BaseException:
             # Also on cancellation (a download timeout): a failed put leaves nothing behind.
             await _in_thread(_discard, file, temp)
             raise
-        return StoredObject(size, digest.hexdigest())
+        return body.stored()
 
     async def delete(self, key: str) -> None:
         await _in_thread(functools.partial(self.path(key).unlink, missing_ok=True))

@@ -6,10 +6,15 @@ from dataclasses import fields
 
 import pytest
 
+from app.outbox.storage import local_directory
 from app.settings import VARIABLES, Settings, SettingsError
 
 SECRET = {"IMAGEHOOK_SECRET": "s" * 16}
-FLAGS = {"CALLBACK_CONFIRM": "callback_confirm", "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private"}
+FLAGS = {
+    "CALLBACK_CONFIRM": "callback_confirm",
+    "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "STORAGE_REDIRECT": "storage_redirect",
+}
 YES = ["1", "true", "TRUE", "True", "yes", "YES", "on", "On"]
 NO = ["0", "false", "FALSE", "no", "No", "off", "OFF"]
 
@@ -54,3 +59,29 @@ def test_defaults_shown_in_help_are_the_settings_defaults() -> None:
     assert shown["SWEEP_INTERVAL_S"] == "5" and shown["CALLBACK_CONFIRM"] == "0"
     assert shown["KIEAI_API_KEY"] == "unset" and shown["FETCH_ALLOWED_HOSTS"].startswith("tempfile.aiquickdraw.com,")
     assert shown["IMAGEHOOK_SECRET"] == "generated into var/imagehook.secret"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("file:///var/lib/imagehook/files", "file:///var/lib/imagehook/files"),
+        ("s3://results", "s3://results"),
+        ("s3://my.results-bucket/imagehook/copies/", "s3://my.results-bucket/imagehook/copies"),
+        ("  ", ""),
+    ],
+)
+def test_storage_url_takes_a_directory_or_a_bucket(given: str, kept: str) -> None:
+    assert Settings.from_environ(SECRET | {"STORAGE_URL": given}).storage_url == kept
+
+
+@pytest.mark.parametrize(
+    "given", ["/var/files", "s3://", "s3://A_Bucket/x", "s3://ab", "gs://bucket", "file://host/x", "s3://b-ok/x?y=1"]
+)
+def test_storage_url_names_what_it_takes_when_refused(given: str) -> None:
+    with pytest.raises(SettingsError, match="STORAGE_URL must be file:///path or s3://bucket/prefix"):
+        Settings.from_environ(SECRET | {"STORAGE_URL": given})
+
+
+def test_a_file_url_or_else_storage_dir_names_the_directory() -> None:
+    assert local_directory(Settings(storage_url="file:///srv/copies%20here")) == "/srv/copies here"
+    assert local_directory(Settings(storage_dir="var/elsewhere")) == "var/elsewhere"
