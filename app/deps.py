@@ -46,6 +46,8 @@ class Deps:
     watch: TaskWatch = field(default_factory=TaskWatch)
     balance: CachedBalance = field(default_factory=CachedBalance)
     clock: Callable[[], datetime] = utc_now
+    # SIGTERM came: /readyz says so, for load balancers to stop sending, before the process stops accepting.
+    draining: bool = False
 
     # SQLite has one writer at a time. Writers of this process take turns here instead of in
     # SQLite's busy handler, which sleeps for milliseconds at a time between tries.

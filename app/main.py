@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, TypedDict
@@ -32,8 +34,6 @@ from app.settings import Settings
 from app.tasks.sweeper import run_sweeper
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_S = 15.0  # how long shutdown waits for a sweeper round in progress
 
 
 class AppState(TypedDict):
@@ -65,12 +65,16 @@ def create_app(
                 loops.append(asyncio.create_task(run_sweeper(deps, settings.sweep_interval_s, stopping)))
             loops.append(asyncio.create_task(keep_key_use(deps, stopping)))
             listeners.append(asyncio.create_task(watch_changes(deps)))
+            app.state.announce_draining = functools.partial(setattr, deps, "draining", True)
+            app.state.drain = functools.partial(drain, app, deps, stopping)
             try:
                 yield {"deps": deps, "schema_head": head_revision(settings.database_url)}
             finally:
-                stopping.set()
+                drain(app, deps, stopping)
+                # One grace for everything: the loops have been winding down since the drain began.
+                grace_left = settings.shutdown_grace_s - (time.monotonic() - app.state.draining_since)
                 await stop_tasks(listeners, grace_s=0)
-                await stop_tasks(loops, grace_s=SHUTDOWN_GRACE_S)
+                await stop_tasks(loops, grace_s=max(grace_left, 0.0))
 
     handlers = exception_handlers()
     middleware = [Middleware(RefuseNul), Middleware(Shortcuts, handlers=handlers)]
@@ -85,6 +89,16 @@ def exception_handlers() -> dict[type[Exception], Callable[..., Any]]:
         sqlite3.Error: database_error,
         Exception: server_error,
     }
+
+
+def drain(app: Starlette, deps: Deps, stopping: asyncio.Event) -> None:
+    """Shutdown has begun (app/server.py GracefulServer): waiters answer now, background loops end
+    their rounds while the requests in flight finish, and SHUTDOWN_GRACE_S counts from here."""
+    if not stopping.is_set():
+        app.state.draining_since = time.monotonic()
+    deps.draining = True
+    deps.watch.drain()
+    stopping.set()
 
 
 async def watch_changes(deps: Deps) -> None:

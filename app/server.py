@@ -1,4 +1,5 @@
-"""How imagehook is served: the uvicorn configuration, and an HTTP protocol that bounds slow clients.
+"""How imagehook is served: the uvicorn configuration, a server that drains before it stops, and an
+HTTP protocol that bounds slow clients.
 
 uvicorn on its own only times out idle keep-alive connections, so a client that sends half a request
 and stops holds its connection forever. `BoundedHttpProtocol` gives each request `header_timeout_s` to
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,8 @@ from app.settings import Settings
 # Far above what any client of this API sends (a browser's cookies included), far below a memory problem.
 MAX_HEADER_BYTES = 64 * 1024
 REFUSED_LINGER_S = 1.0
+# At shutdown, an idle connection stays open this long for a request that may already be on its way.
+SHUTDOWN_LINGER_S = 0.5
 
 
 def build_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
@@ -40,7 +45,49 @@ def build_config(app: object, host: str, port: int, settings: Settings) -> uvico
         # No access log: callback paths carry per-task secrets.
         access_log=False,
         lifespan="on",
+        # On SIGTERM, requests still running after this are cancelled (GracefulServer).
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
     )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's Server, shutting down in the order a load balancer needs.
+
+    On SIGTERM it first only says it is draining (`/readyz` answers 503) and goes on serving for
+    SHUTDOWN_DELAY_S, so balancers stop sending it requests; then uvicorn stops accepting, and the
+    app is told (`app.state.drain`) before requests in flight are waited for: long-polls and event
+    streams answer with what they have instead of holding the shutdown up, and background rounds
+    wind down alongside, all within SHUTDOWN_GRACE_S. SIGINT (Ctrl-C), or a second signal, skips
+    the delay."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, delay_s: float) -> None:
+        super().__init__(config)
+        self.app, self.delay_s = app, delay_s
+        self.draining_since: float | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if sig == signal.SIGTERM and self.draining_since is None and self.delay_s > 0:
+            self._captured_signals.append(sig)  # uvicorn raises it again once it has shut down
+            self.draining_since = time.monotonic()
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.draining_since is not None:
+            self._app_hook("announce_draining")
+            if time.monotonic() >= self.draining_since + self.delay_s:
+                return True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self._app_hook("drain")
+        await super().shutdown(sockets)
+
+    def _app_hook(self, name: str) -> None:
+        """Call app.state.<name>() if the app has set it (the bench's bare app has not)."""
+        hook = getattr(getattr(self.app, "state", None), name, None)
+        if hook is not None:
+            hook()
 
 
 class WaitingConnections:
@@ -74,6 +121,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.header_bytes = 0  # received since the current request's headers began; None once they are in
         self.refused = False
+        self.draining = False  # shutdown has begun: one more request at most, then close
+        self.heard_while_draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -83,7 +132,22 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.waiting.add(self)
         self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
 
+    def shutdown(self) -> None:
+        """Shutdown has begun. uvicorn would close an idle connection at once, cutting off a request
+        the client sent a moment ago; instead it gets SHUTDOWN_LINGER_S to arrive, is answered with
+        `Connection: close`, and only a connection that stayed silent is closed."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answer this request, then close
+            return
+        self.draining = True
+        self.loop.call_later(SHUTDOWN_LINGER_S, self._close_if_silent)
+
+    def _close_if_silent(self) -> None:
+        if not self.heard_while_draining:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        self.heard_while_draining = self.draining
         # httptools keeps headers in memory however large they grow: bound them.
         if self.refused:
             return  # read and dropped: closing with unread data would reset the line, losing the answer
@@ -112,6 +176,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.header_bytes = None
         super().on_headers_complete()
+        if self.draining:
+            self.cycle.keep_alive = False
         self.waiting.discard(self)
         self._set_deadline(self.settings.body_timeout_s, self.transport.close)
 

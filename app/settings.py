@@ -73,6 +73,10 @@ class Settings:
     body_timeout_s: float = 60.0
     # Open connections per process, long-polls and event streams included.
     max_connections: int = 4096
+    # On SIGTERM: how long it goes on serving while /readyz says "draining", for load balancers to notice;
+    shutdown_delay_s: float = 2.0
+    # then how long requests in flight and background rounds get to finish before the process exits.
+    shutdown_grace_s: float = 15.0
     # Browser origins (scheme://host[:port]) besides the gateway's own that may use cookie auth.
     allowed_origins: tuple[str, ...] = ()
 
@@ -270,5 +274,7 @@ VARIABLES = (
     Variable("HEADER_TIMEOUT_S", "header_timeout_s", _positive, "time a client has to send request headers"),
     Variable("BODY_TIMEOUT_S", "body_timeout_s", _positive, "time a client then has to send the body"),
     Variable("MAX_CONNECTIONS", "max_connections", _whole_positive, "open connections per process"),
+    Variable("SHUTDOWN_DELAY_S", "shutdown_delay_s", _number, "on SIGTERM, time serving while /readyz says draining"),
+    Variable("SHUTDOWN_GRACE_S", "shutdown_grace_s", _positive, "then time to finish requests and rounds"),
     Variable("ALLOWED_ORIGINS", "allowed_origins", _origins, "browser origins that may use cookie auth"),
 )

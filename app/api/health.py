@@ -21,8 +21,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and its schema is at the migrations' head."""
+    """Ready when the database answers and its schema is at the migrations' head, until shutdown begins."""
     deps: Deps = request.state.deps
+    if deps.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     head = request.state.schema_head
     try:
         current = await current_revision(deps.engine)

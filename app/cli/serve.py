@@ -13,7 +13,6 @@ import textwrap
 import time
 
 import httpx
-import uvicorn
 
 from app.cli.database import migrate, open_checked_deps, require_schema
 from app.cli.parsing import Commands, add_command
@@ -21,7 +20,7 @@ from app.db.engine import create_engine
 from app.deps import open_deps
 from app.emulator.wiring import gateway_environment
 from app.keys import create_key
-from app.server import build_config
+from app.server import GracefulServer, build_config
 from app.settings import VARIABLES, Settings
 from app.tasks.sweeper import run_sweeper, sweep_once
 
@@ -87,7 +86,8 @@ def environment_help() -> str:
 
 def run_server(app: object, host: str, port: int, settings: Settings | None = None) -> None:
     """Serve `app` until SIGINT/SIGTERM; without settings, with the default connection bounds."""
-    uvicorn.Server(build_config(app, host, port, settings or Settings())).run()
+    settings = settings or Settings()
+    GracefulServer(build_config(app, host, port, settings), app, settings.shutdown_delay_s).run()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -43,14 +43,24 @@ class TaskWatch:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # Set as the process shuts down: every watcher wakes to answer with what it has, and goes.
+        self.draining = False
 
     def publish(self, task_id: str) -> None:
         for event in self._waiters.get(task_id, ()):
             event.set()
 
+    def drain(self) -> None:
+        self.draining = True
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
     @contextlib.contextmanager
     def watch(self, task_id: str) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
+        if self.draining:
+            event.set()
         self._waiters[task_id].add(event)
         try:
             yield event

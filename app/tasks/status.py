@@ -51,14 +51,15 @@ def encode_json(content: object) -> bytes:
 
 
 async def wait_for_status(deps: Deps, *, api_key_id: int, task_id: str, wait_s: float) -> CachedStatus:
-    """The task's status once terminal, or as it is after wait_s. Holds no connection while
-    waiting, and each look is a status read: a thousand waiters cost what a thousand reads do."""
+    """The task's status once terminal, or as it is after wait_s (or when the process starts
+    shutting down). Holds no connection while waiting, and each look is a status read: a
+    thousand waiters cost what a thousand reads do."""
     deadline = asyncio.get_running_loop().time() + wait_s
     with deps.watch.watch(task_id) as changed:
         while True:
             status = await read_status(deps, api_key_id, task_id)
             remaining = deadline - asyncio.get_running_loop().time()
-            if status.terminal or remaining <= 0:
+            if status.terminal or remaining <= 0 or deps.watch.draining:
                 return status
             await sleep_until_changed(changed, remaining)
 
@@ -80,7 +81,7 @@ async def status_changes(
             elif now - quiet_since >= keepalive_s:
                 quiet_since = now
                 yield None
-            if status.terminal:
+            if status.terminal or deps.watch.draining:  # shutting down: the client reconnects elsewhere
                 return
             await sleep_until_changed(changed, keepalive_s)
 
