@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessions
-from app.db.queries import CHANGED_TASKS
+from app.db.queries import AFTER_COMMIT, CHANGED_TASKS
 from app.db.raw_writer import RawTransaction, RawWriter, open_raw_writer
 from app.outbox.outbound import Outbound, Resolver, open_outbound, resolve
 from app.providers.balance import CachedBalance
@@ -68,6 +68,8 @@ class Deps:
             yield tx
         for task_id in tx.changed_ids:
             self.task_changed(task_id)
+        for then in tx.committed:
+            then()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -78,6 +80,8 @@ class Deps:
                 yield session
         for task_id in session.info.pop(CHANGED_TASKS, ()):
             self.task_changed(task_id)
+        for then in session.info.pop(AFTER_COMMIT, ()):
+            then()
 
     def task_changed(self, task_id: str) -> None:
         """A committed change, here or on another replica: drop its cached status, wake its waiters."""

@@ -20,6 +20,7 @@ GiveUp                       an attempt failed for good: trying again is pointle
 
 ProviderError                raised by provider clients, never shown raw
  ├── ProviderUnavailable     transient: timeout, 429, 5xx, 455 -> retry later (also a RetryLater)
+ │    └── ProviderTimeout         no answer in time (it may still have acted)
  └── ProviderRejected        definitive: the upstream refused the request
 """
 
@@ -137,6 +138,10 @@ class ProviderUnavailable(ProviderError, RetryLater):
     ) -> None:
         super().__init__(message, code)
         self.retry_after, self.maybe_created = retry_after, maybe_created
+
+
+class ProviderTimeout(ProviderUnavailable):
+    """The provider did not answer in time (it may still have acted on the request)."""
 
 
 class ProviderRejected(ProviderError):

@@ -17,6 +17,7 @@ from app.db.outage import stale_if_error
 from app.db.tables import ApiKey
 from app.deps import Deps
 from app.errors import NotFound, Unauthorized
+from app.observe.logs import KEY_ID
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ async def authenticate(deps: Deps, key: str | None) -> int:
         if owner is None:
             owner = await stale_if_error(look_up_key(deps, key_hash), lambda: deps.keys.last_known(key_hash))
         if owner is not None:
+            KEY_ID.set(owner)
             return owner
     raise Unauthorized("Missing or invalid API key")
 

@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api import callbacks, catalogue, files, health, images, tasks, uploads, usage, webhooks
+from app.api import callbacks, catalogue, files, health, images, metrics, tasks, uploads, usage, webhooks
 from app.api.guard import RefuseNul
 from app.api.shortcuts import Shortcuts
 from app.db.migrate import head_revision
@@ -28,6 +28,7 @@ from app.db.outage import is_outage
 from app.deps import Deps, open_deps, utc_now
 from app.errors import DatabaseUnavailable, GatewayError
 from app.keys import keep_key_use
+from app.observe.requests import Observed
 from app.outbox.outbound import Resolver, resolve
 from app.reads.watch import listen_postgres, watch_sqlite
 from app.settings import Settings
@@ -41,7 +42,7 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
-ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health)
+ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health, metrics)
 ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
 
 
@@ -77,7 +78,7 @@ def create_app(
                 await stop_tasks(loops, grace_s=max(grace_left, 0.0))
 
     handlers = exception_handlers()
-    middleware = [Middleware(RefuseNul), Middleware(Shortcuts, handlers=handlers)]
+    middleware = [Middleware(Observed), Middleware(RefuseNul), Middleware(Shortcuts, handlers=handlers)]
     return Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
 
 

@@ -42,8 +42,10 @@ def build_config(app: object, host: str, port: int, settings: Settings) -> uvico
         http=protocol,  # type: ignore[arg-type]
         # No route speaks WebSocket, and an upgraded connection would leave these bounds behind.
         ws="none",
-        # No access log: callback paths carry per-task secrets.
+        # uvicorn's access log would print raw paths, and callback paths carry per-task secrets:
+        # app/observe/requests.py logs each request by its route template instead.
         access_log=False,
+        log_config=None,  # uvicorn's own lines go through the root logger: LOG_FORMAT applies to them too
         lifespan="on",
         # On SIGTERM, requests still running after this are cancelled (GracefulServer).
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]

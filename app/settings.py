@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.observe.logs import chosen
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/imagehook.db"
 KIE_BASE_URL = "https://api.kie.ai"
 DEV_SECRET_FILE = Path("var/imagehook.secret")
@@ -79,6 +81,11 @@ class Settings:
     shutdown_grace_s: float = 15.0
     # Browser origins (scheme://host[:port]) besides the gateway's own that may use cookie auth.
     allowed_origins: tuple[str, ...] = ()
+    # Logs (app/observe/logs.py reads these two itself, before anything else, to log from the start).
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # GET /metrics wants `Authorization: Bearer <this>` when set; open otherwise.
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -160,6 +167,13 @@ def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     if not raw.strip():
         return default
     return tuple(origin.strip().rstrip("/").lower() for origin in raw.split(",") if origin.strip())
+
+
+def _log_choice(env: Mapping[str, str], which: int) -> str:
+    try:
+        return chosen(env)[which]
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 # A bucket name as S3 allows it (3-63 lowercase letters, digits, dots and hyphens).
@@ -277,4 +291,7 @@ VARIABLES = (
     Variable("SHUTDOWN_DELAY_S", "shutdown_delay_s", _number, "on SIGTERM, time serving while /readyz says draining"),
     Variable("SHUTDOWN_GRACE_S", "shutdown_grace_s", _positive, "then time to finish requests and rounds"),
     Variable("ALLOWED_ORIGINS", "allowed_origins", _origins, "browser origins that may use cookie auth"),
+    Variable("LOG_FORMAT", "log_format", lambda env, name, default: _log_choice(env, 0), "text or json"),
+    Variable("LOG_LEVEL", "log_level", lambda env, name, default: _log_choice(env, 1), "DEBUG, INFO, WARNING or ERROR"),
+    Variable("METRICS_TOKEN", "metrics_token", _given, "bearer token GET /metrics requires (unset: open)"),
 )

@@ -11,8 +11,9 @@ from starlette.routing import Route
 from app.api.auth import owner_of
 from app.api.body import read_json
 from app.deps import Deps
-from app.errors import BadRequest
+from app.errors import BadRequest, GatewayError, PaymentRequired, TooManyRequests, UpstreamRejected
 from app.inbound import url_values as query
+from app.observe import metrics
 from app.tasks import submit
 from app.tasks.status import read_status, wait_for_status
 from app.tasks.validation import parse_generate
@@ -48,12 +49,29 @@ def query_wait(request: Request) -> float | None:
     return wait
 
 
+def submission_outcome(exc: GatewayError) -> str:
+    if isinstance(exc, TooManyRequests | PaymentRequired):
+        return "limited"
+    if isinstance(exc, UpstreamRejected):
+        return "rejected_upstream"
+    return "unavailable" if exc.status >= 500 else "rejected_input"
+
+
 async def generate(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
     owner = await owner_of(request)
     key, wait = idempotency_key(request), preferred_wait(request)
-    submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
-    task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+    try:
+        submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
+    except GatewayError as exc:
+        metrics.TASKS_SUBMITTED.labels("unknown", submission_outcome(exc)).inc()
+        raise
+    try:
+        task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+    except GatewayError as exc:
+        metrics.TASKS_SUBMITTED.labels(submission.model.name, submission_outcome(exc)).inc()
+        raise
+    metrics.TASKS_SUBMITTED.labels(submission.model.name, "accepted").inc()
     if wait is None:
         return JSONResponse({"taskId": task_id})
     status = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)

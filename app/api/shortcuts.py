@@ -20,10 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api import callbacks
+from app.api import callbacks, images
 from app.api.auth import bearer_credentials
 from app.deps import Deps
 from app.keys import hash_key
+from app.observe.logs import KEY_ID
+from app.observe.metrics import CACHE_HITS
 
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 STATUS_PATH = "/api/images/status"
@@ -35,17 +37,20 @@ class Shortcuts:
     def __init__(self, app: ASGIApp, handlers: Mapping[type[Exception], ErrorHandler]) -> None:
         self.app, self.handlers = app, handlers
         (self.callback_route,) = callbacks.routes
+        self.status_route = next(route for route in images.routes if getattr(route, "path", None) == STATUS_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             if scope["method"] == "GET" and scope["path"] == STATUS_PATH:
                 body = cached_status(scope["state"]["deps"], scope)
                 if body is not None:
+                    scope["route"] = self.status_route
                     return await send_json(send, body)
             elif scope["method"] == "POST":
                 match, child_scope = self.callback_route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child_scope)  # path_params and endpoint, as the router sets them
+                    scope["route"] = self.callback_route
                     return await self.callback(scope, receive, send)
         await self.app(scope, receive, send)
 
@@ -68,7 +73,11 @@ def cached_status(deps: Deps, scope: Scope) -> bytes | None:
     key = bearer_credentials(authorization.decode("latin-1"))
     owner = deps.keys.get(hash_key(key)) if key else None
     status = deps.status_cache.get(query.group(1).decode()) if owner is not None else None
-    return status.body if status is not None and status.owner == owner else None
+    if status is None or status.owner != owner:
+        return None
+    KEY_ID.set(owner)
+    CACHE_HITS.inc()
+    return status.body
 
 
 async def send_json(send: Send, body: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -14,6 +15,7 @@ from app.cli.parsing import CommandParser, describe
 from app.client.generate import add_generate_command
 from app.db.outage import GuardedPool
 from app.errors import DatabaseUnavailable
+from app.observe import logs
 from app.settings import SettingsError
 
 SUMMARY = "imagehook: a callback-driven gateway for asynchronous image generation."
@@ -45,7 +47,10 @@ def build_parser() -> CommandParser:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(*logs.chosen(os.environ))
+    except ValueError as exc:
+        sys.exit(f"imagehook: configuration error: {exc}")
     # httpx logs full request URLs at INFO; callback URLs carry per-task secrets.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # SQLAlchemy's own pools stay below INFO; the engine's pool, a subclass living outside the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from app.db.tables import ApiKey, IdempotencyKey, Task, TaskEvent
 from app.tasks.domain import TERMINAL, State
 
 CHANGED_TASKS = "changed_tasks"  # session.info key: task ids whose status this transaction changed
+AFTER_COMMIT = "after_commit"  # session.info key: what to call once this transaction has committed
 
 
 async def find_api_key(session: AsyncSession, key_hash: str, now: datetime) -> tuple[int, datetime | None] | None:
@@ -119,6 +120,11 @@ def event_row(task: Task, now: datetime, source: str, state: State, outcome: str
         "outcome": outcome,
         "detail": detail,
     }
+
+
+def after_commit(session: AsyncSession, then: Callable[[], None]) -> None:
+    """Once this transaction commits, `then()` is called (Deps.write)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(then)
 
 
 def mark_changed(session: AsyncSession, task_ids: Sequence[str]) -> None:

@@ -20,7 +20,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -54,6 +54,11 @@ class RawTransaction(abc.ABC):
 
     def __init__(self) -> None:
         self.changed_ids: list[str] = []
+        self.committed: list[Callable[[], None]] = []  # called by who commits (Deps.raw_write)
+
+    def moment(self, value: Any) -> datetime:
+        """A timestamp column's value as the driver returns it, as an aware datetime."""
+        return value
 
     @abc.abstractmethod
     def placeholder(self, n: int) -> str:
@@ -79,7 +84,9 @@ class RawTransaction(abc.ABC):
         if not task_ids:
             return {}
         rows = await self.fetch(self.heads_sql(len(task_ids)), tuple(sorted(task_ids)))
-        heads = [TaskHead(*row[:4], json.loads(row[4]) if row[4] else [], row[5]) for row in rows]
+        heads = [
+            TaskHead(*row[:4], json.loads(row[4]) if row[4] else [], *row[5:7], self.moment(row[7])) for row in rows
+        ]
         return {head.id: head for head in heads}
 
     async def update_tasks(self, writes: Sequence[dict[str, Any]]) -> None:
@@ -112,6 +119,9 @@ class RawTransaction(abc.ABC):
     def changed(self, task_ids: Sequence[str]) -> None:
         self.changed_ids.extend(task_ids)
 
+    def after_commit(self, then: Callable[[], None]) -> None:
+        self.committed.append(then)
+
 
 @functools.cache
 def column_defaults(table: str) -> dict[str, Any]:
@@ -142,6 +152,9 @@ class SqliteTransaction(RawTransaction):
 
     def placeholder(self, n: int) -> str:
         return "?"
+
+    def moment(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
     def heads_sql(self, count: int) -> str:
         return f"SELECT {', '.join(HEAD_COLUMNS)} FROM tasks WHERE id IN ({', '.join('?' * count)})"

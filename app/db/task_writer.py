@@ -8,7 +8,7 @@ one for ORM sessions (the sweeper, submit); the callback path has raw-driver wri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,6 +28,8 @@ class TaskHead:
     upstream_id: str | None
     image_urls: list[str]
     webhook_url: str | None
+    model: str
+    created_at: datetime
 
 
 HEAD_COLUMNS = tuple(TaskHead.__dataclass_fields__)
@@ -53,6 +55,10 @@ class TaskWriter(Protocol):
 
     def changed(self, task_ids: Sequence[str]) -> None:
         """Once committed, these tasks' cached statuses are dropped and their waiters woken."""
+        ...
+
+    def after_commit(self, then: Callable[[], None]) -> None:
+        """Call `then` once the transaction has committed (never if it does not)."""
         ...
 
 
@@ -81,6 +87,9 @@ class SessionWriter:
 
     def changed(self, task_ids: Sequence[str]) -> None:
         queries.mark_changed(self.session, task_ids)
+
+    def after_commit(self, then: Callable[[], None]) -> None:
+        queries.after_commit(self.session, then)
 
 
 def group_by_columns(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -25,6 +25,8 @@ from app.db.task_writer import TaskHead
 from app.deps import Deps
 from app.errors import BadRequest, GiveUp, RetryLater
 from app.inbound.untrusted import clean_text
+from app.observe.logs import about_task
+from app.observe.metrics import UPSTREAM_CALLS
 from app.outbox import runner
 from app.outbox.outbound import DestinationRefused
 from app.outbox.storage import Storage, StorageError, StoredObject, StoreUnavailable, TooLarge, open_storage
@@ -88,7 +90,15 @@ class Copier:
         return f"copying image {row.n} of {row.task_id}"
 
     async def work(self, row: StoredFile) -> Copied:
-        return await fetch(self.deps, self.storage, row)
+        with about_task(row.task_id):
+            try:
+                copied = await fetch(self.deps, self.storage, row)
+            except (RetryLater, GiveUp) as exc:
+                outcome = "timeout" if str(exc).startswith("timed out") else "transient"
+                UPSTREAM_CALLS.labels("files", "result", "rejected" if isinstance(exc, GiveUp) else outcome).inc()
+                raise
+        UPSTREAM_CALLS.labels("files", "result", "ok").inc()
+        return copied
 
     async def settle(
         self, session: AsyncSession, group: Sequence[tuple[StoredFile, Copied | runner.Failure]]

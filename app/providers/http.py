@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from app.errors import ProviderRejected, ProviderUnavailable
+from app.errors import ProviderError, ProviderRejected, ProviderTimeout, ProviderUnavailable
 from app.inbound.untrusted import load_json
+from app.observe.metrics import UPSTREAM_CALLS
 
 MAX_RETRY_AFTER_S = 3600.0
 
@@ -23,16 +26,31 @@ async def send(http: httpx.AsyncClient, label: str, method: str, url: str, **kwa
         async with asyncio.timeout(deadline_s(http.timeout)):
             return await http.request(method, url, **kwargs)
     except TimeoutError:
-        raise ProviderUnavailable(f"{label} did not answer in time", maybe_created=True) from None
+        raise ProviderTimeout(f"{label} did not answer in time", maybe_created=True) from None
     except httpx.TimeoutException as exc:
-        raise ProviderUnavailable(
-            f"{label} did not answer in time", maybe_created=not isinstance(exc, NOT_SENT)
-        ) from None
+        raise ProviderTimeout(f"{label} did not answer in time", maybe_created=not isinstance(exc, NOT_SENT)) from None
     except httpx.TransportError as exc:
         maybe_created = not isinstance(exc, NOT_SENT)
         raise ProviderUnavailable(f"{label} unreachable: {type(exc).__name__}", maybe_created=maybe_created) from None
     except (ValueError, TypeError, httpx.InvalidURL) as exc:  # e.g. a body that cannot be encoded: never will be
         raise ProviderRejected(f"request to {label} could not be built: {type(exc).__name__}") from None
+
+
+@contextlib.asynccontextmanager
+async def counted(provider: str, operation: str) -> AsyncIterator[None]:
+    """Count the call in the block by its outcome: ok, timeout, transient or rejected."""
+    try:
+        yield
+    except ProviderError as exc:
+        UPSTREAM_CALLS.labels(provider, operation, outcome(exc)).inc()
+        raise
+    UPSTREAM_CALLS.labels(provider, operation, "ok").inc()
+
+
+def outcome(exc: Exception) -> str:
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    return "transient" if isinstance(exc, ProviderUnavailable) else "rejected"
 
 
 def deadline_s(timeout: httpx.Timeout) -> float | None:

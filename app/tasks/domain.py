@@ -41,6 +41,7 @@ class Update:
     cost_time_ms: int | None = None
     upstream_id: str | None = None
     credits: float | None = None  # what the provider charged, when it says
+    completed_at: datetime | None = None  # when the provider says it finished, if it says
 
 
 def states_before(state: State) -> tuple[State, ...]:

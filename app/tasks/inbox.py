@@ -18,6 +18,9 @@ from app.db.task_writer import TaskWriter
 from app.deps import Deps
 from app.errors import ProviderError
 from app.inbound.untrusted import clean_text
+from app.inbound.url_values import is_task_id
+from app.observe import metrics
+from app.observe.logs import about_task
 from app.providers.base import CallbackRefused, CallbackRoutes, Refusal
 from app.tasks.domain import Update
 from app.tasks.submit import callback_token
@@ -50,6 +53,14 @@ async def receive_callback(
     deps: Deps, owner: CallbackRoutes, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
 ) -> Verdict:
     """`route` is the callback URL's API segment, one of those `owner` reads."""
+    # The URL's id is not yet verified: it names the log lines only if it looks like an id.
+    with about_task(task_id if is_task_id(task_id) else "(malformed)"):
+        return await _receive(deps, owner, route, task_id, token, headers, raw)
+
+
+async def _receive(
+    deps: Deps, owner: CallbackRoutes, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
+) -> Verdict:
     verdict, change = _verify_and_read(deps, owner, route, task_id, token, headers, raw)
     if change is not None and deps.settings.callback_confirm:
         change = await _confirm(owner, route, change)
@@ -65,6 +76,7 @@ async def receive_callback(
     # Answered only once committed; callbacks arriving together share the transaction.
     received = Received(task_id, verdict, change, inbox)
     verdict = await deps.group_commit("callbacks", functools.partial(record_callbacks, deps)).run(received)
+    metrics.CALLBACKS.labels(route, verdict.verdict).inc()
     if verdict.status != 200:
         log.warning("callback for task %s refused: %s", task_id, verdict.verdict)
     return verdict

@@ -12,6 +12,7 @@ from app.db.outage import stale_if_error
 from app.db.tables import Task
 from app.deps import Deps
 from app.errors import NotFound
+from app.observe import metrics
 from app.reads.loader import TaskStatus
 from app.reads.status_cache import CachedStatus
 from app.reads.watch import sleep_until_changed
@@ -26,10 +27,14 @@ UPSTREAM_URL_LIFETIME = timedelta(hours=24)
 async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
     """The task's status object, as JSON: from the status cache, else from the database; while the
     database is unavailable, the last one this process knew (DatabaseUnavailable if it knew none)."""
-    cached = deps.status_cache.get(task_id) or await stale_if_error(
-        load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id)
-    )
+    cached = deps.status_cache.get(task_id)
+    if cached is not None:
+        metrics.CACHE_HITS.inc()
+    else:
+        metrics.CACHE_MISSES.inc()
+        cached = await stale_if_error(load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id))
     if cached.owner != api_key_id:
+        metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")  # the same answer as for no task at all
     return cached
 
@@ -38,6 +43,7 @@ async def load_status(deps: Deps, task_id: str) -> CachedStatus:
     epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
     row = await deps.loader.load(task_id)
     if row is None:
+        metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")
     body = encode_json(status_body(row, deps.settings.public_base_url))
     cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
@@ -55,7 +61,7 @@ async def wait_for_status(deps: Deps, *, api_key_id: int, task_id: str, wait_s: 
     shutting down). Holds no connection while waiting, and each look is a status read: a
     thousand waiters cost what a thousand reads do."""
     deadline = asyncio.get_running_loop().time() + wait_s
-    with deps.watch.watch(task_id) as changed:
+    with deps.watch.watch(task_id) as changed, metrics.LONG_POLLS.track_inprogress():
         while True:
             status = await read_status(deps, api_key_id, task_id)
             remaining = deadline - asyncio.get_running_loop().time()
@@ -70,7 +76,7 @@ async def status_changes(
     """Each new version of the task's status until it is terminal; None when keepalive_s passed quietly."""
     seen, quiet_since = None, asyncio.get_running_loop().time()
     status: CachedStatus | None = None
-    with deps.watch.watch(task_id) as changed:
+    with deps.watch.watch(task_id) as changed, metrics.EVENT_STREAMS.track_inprogress():
         while True:
             # With the database out, the stream stays on the last status it read, even once the cache dropped it.
             status = await stale_if_error(read_status(deps, api_key_id, task_id), lambda sent=status: sent)

@@ -20,6 +20,8 @@ from app.db.tables import Task
 from app.db.task_writer import SessionWriter
 from app.deps import Deps
 from app.errors import DatabaseUnavailable, NotConfigured, ProviderError, UpstreamRejected
+from app.observe import metrics
+from app.observe.logs import about_task
 from app.outbox import runner
 from app.outbox.copies import BATCH_SIZE as COPY_BATCH_SIZE
 from app.outbox.copies import copy_due
@@ -77,6 +79,11 @@ def waiting_to_be_sent(deps: Deps, provider: str, now: datetime) -> ColumnElemen
 
 async def visit_task(deps: Deps, task: Task) -> str:
     """Each path settles the task itself (submit, updates); a visit that breaks leaves it to its lease."""
+    with about_task(task.id):
+        return await _visit(deps, task)
+
+
+async def _visit(deps: Deps, task: Task) -> str:
     try:
         if deps.clock() >= task.created_at + timedelta(seconds=deps.settings.task_timeout_s):
             await updates.update_task(
@@ -129,6 +136,16 @@ async def run_sweeper(deps: Deps, interval_s: float, stopping: asyncio.Event | N
     )
 
 
+def count_outcomes(done: Counter[str]) -> None:
+    """A round's webhook and copy outcomes, as metrics (its task outcomes are counted as committed)."""
+    for outcome, count in done.items():
+        kind, _, what = outcome.partition("_")
+        if kind == "webhook":
+            metrics.WEBHOOK_DELIVERIES.labels(what).inc(count)
+        elif kind == "copy":
+            metrics.RESULT_COPIES.labels(what).inc(count)
+
+
 async def _repeat(
     name: str, one_round: Callable[[], Awaitable[Counter[str]]], batch: int, interval_s: float, stopping: asyncio.Event
 ) -> None:
@@ -144,6 +161,7 @@ async def _repeat(
             done = Counter()
         if done:
             log.info("%s: %s", name, dict(done))
+            count_outcomes(done)
         if done.total() < batch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval_s)

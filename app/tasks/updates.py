@@ -10,6 +10,7 @@ one-update shorthand that opens its own transaction.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from app.db import queries
 from app.db.tables import StoredFile, TaskEvent, WebhookDelivery
 from app.db.task_writer import SessionWriter, TaskHead, TaskWriter
 from app.deps import Deps
+from app.observe import metrics
 from app.outbox import copies, webhooks
 from app.tasks.domain import State, Update, states_before
 from app.tasks.storable import storable_update
@@ -41,6 +43,7 @@ class Decision:
 
     outcomes: list[Outcome] = field(default_factory=list)
     writes: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id: its new columns
+    finished: list[tuple[TaskHead, Update, str]] = field(default_factory=list)  # reached a terminal state
     rows: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {
             TaskEvent.__tablename__: [],
@@ -73,6 +76,8 @@ async def apply_updates(deps: Deps, writer: TaskWriter, updates: Sequence[tuple[
     for table, rows in decision.rows.items():
         await writer.insert(table, rows)
     writer.changed(list(decision.writes))
+    if decision.finished:
+        writer.after_commit(functools.partial(count_finished, decision.finished, deps.clock()))
     return decision.outcomes
 
 
@@ -92,6 +97,8 @@ def decide(
             heads[task_id] = head
             decision.writes[task_id] = decision.writes.get(task_id, {}) | write
             _derived_rows(decision, head, change, now, webhook_retry_for_s)
+            if change.state.terminal:
+                decision.finished.append((head, change, source))
         event = queries.event_row(head, now, source, change.state, outcome, **_event_detail(change))
         decision.rows[TaskEvent.__tablename__].append(event)
     return decision
@@ -136,6 +143,18 @@ def _derived_rows(decision: Decision, head: TaskHead, change: Update, now: datet
         decision.rows[StoredFile.__tablename__].extend(copies.copy_rows(head, now))
     if change.state.terminal and head.webhook_url:
         decision.rows[WebhookDelivery.__tablename__].append(webhooks.delivery_row(head, now, retry_for_s))
+
+
+def count_finished(finished: list[tuple[TaskHead, Update, str]], committed_at: datetime) -> None:
+    """The metrics of tasks that reached a terminal state, once that is committed."""
+    for head, change, source in finished:
+        metrics.TASKS_FINISHED.labels(head.model, change.state.value).inc()
+        metrics.TASK_DURATION.labels(head.model).observe((committed_at - head.created_at).total_seconds())
+        if source == "sweep":
+            metrics.TASKS_FINISHED_BY_SWEEPER.labels(head.model).inc()
+        elif source == "callback" and change.completed_at is not None:
+            delay_s = max(0.0, (committed_at - change.completed_at).total_seconds())
+            metrics.CALLBACK_DELAY.labels(head.model).observe(delay_s)
 
 
 async def update_task(deps: Deps, task_id: str, change: Update, source: str) -> Outcome:

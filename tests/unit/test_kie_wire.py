@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -361,7 +362,17 @@ def test_success_callback_gives_images_and_converts_seconds_to_ms():
     upstream_id, update = read_callback(success_callback())
 
     assert upstream_id == "task_cb"
-    assert update == Update(State.SUCCESS, image_urls=(IMG,), cost_time_ms=11000, upstream_id="task_cb", credits=4.0)
+    completed = datetime.fromtimestamp(1755599644, UTC)  # completeTime, in milliseconds
+    assert update == Update(
+        State.SUCCESS, image_urls=(IMG,), cost_time_ms=11000, upstream_id="task_cb", credits=4.0, completed_at=completed
+    )
+
+
+@pytest.mark.parametrize("complete_time", [None, "", "soon", 0, -5, 1e30, 99_999_999_999_999, True])
+def test_an_implausible_completion_time_is_left_out(complete_time):
+    body = success_callback()
+    body["data"]["completeTime"] = complete_time
+    assert read_callback(body)[1].completed_at is None
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,13 @@ import httpx
 from app.errors import ProviderUnavailable
 from app.inbound.untrusted import is_upstream_id
 from app.providers.catalogue import FLUX_KONTEXT, GPT4O, MARKET, Api, ModelSpec
-from app.providers.http import json_or_none, refuse, send
+from app.providers.http import counted, json_or_none, refuse, send
 from app.providers.kie import dedicated as kie_dedicated
 from app.providers.kie import market as kie_market
 from app.tasks.domain import Update
 
 LABEL = "Kie.ai"
+PROVIDER = "kie"  # the metrics label
 UPLOAD_PATH = "imagehook"
 # Body codes that mean "try again later"; every other non-200 code is a definitive refusal.
 # 505 (feature disabled) is a 5xx but will not heal by itself, so it is not here.
@@ -79,14 +80,18 @@ class KieClient:
 
     async def create(self, spec: ModelSpec, body: dict[str, Any], callback_url: str | None) -> str:
         api = KIE_APIS[spec.api.name]
-        data = await self._call("POST", self._base_url + api.create_path, json={**body, "callBackUrl": callback_url})
+        data = await self._call(
+            "create", "POST", self._base_url + api.create_path, json={**body, "callBackUrl": callback_url}
+        )
         task_id = (data.get("taskId") or data.get("task_id")) if isinstance(data, dict) else None
         if not is_upstream_id(task_id):
             raise ProviderUnavailable("Kie.ai accepted the task but returned no usable taskId")
         return task_id
 
     async def query(self, api: Api, upstream_id: str) -> Update:
-        data = await self._call("GET", self._base_url + KIE_APIS[api.name].query_path, params={"taskId": upstream_id})
+        data = await self._call(
+            "query", "GET", self._base_url + KIE_APIS[api.name].query_path, params={"taskId": upstream_id}
+        )
         if not isinstance(data, dict):
             raise ProviderUnavailable("Kie.ai returned a record without data")
         try:
@@ -99,14 +104,14 @@ class KieClient:
         """Kie's file-stream upload (a separate host); the file is deleted upstream after 3 days."""
         url = self._upload_base_url + "/api/file-stream-upload"
         form = {"uploadPath": UPLOAD_PATH, "fileName": file_name}
-        data = await self._call("POST", url, data=form, files={"file": (file_name, content, mime_type)})
+        data = await self._call("upload", "POST", url, data=form, files={"file": (file_name, content, mime_type)})
         if not isinstance(data, dict) or not isinstance(data.get("downloadUrl"), str):
             raise ProviderUnavailable("Kie.ai stored the file but returned no downloadUrl")
         return data
 
     async def credits(self) -> float:
         """The account's remaining credits."""
-        data = await self._call("GET", self._base_url + "/api/v1/chat/credit")
+        data = await self._call("balance", "GET", self._base_url + "/api/v1/chat/credit")
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise ProviderUnavailable("Kie.ai returned no credit balance")
         return float(data)
@@ -118,13 +123,14 @@ class KieClient:
     def rejection_status(self, code: int | None) -> int:
         return 400  # the seed gateway's contract: every Kie.ai refusal is "400 Kie.ai error: ..."
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await send(self._http, LABEL, method, url, headers=self._headers, **kwargs)
-        body = json_or_none(response)
-        code, msg = _code_and_msg(body, response.status_code)
-        if code == 200:
-            return body.get("data") if isinstance(body, dict) else None
-        raise refuse(code, msg, response, TRANSIENT_CODES)
+    async def _call(self, operation: str, method: str, url: str, **kwargs: Any) -> Any:
+        async with counted(PROVIDER, operation):
+            response = await send(self._http, LABEL, method, url, headers=self._headers, **kwargs)
+            body = json_or_none(response)
+            code, msg = _code_and_msg(body, response.status_code)
+            if code == 200:
+                return body.get("data") if isinstance(body, dict) else None
+            raise refuse(code, msg, response, TRANSIENT_CODES)
 
 
 def _code_and_msg(body: Any, http_status: int) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from app.inbound.untrusted import finite_number, is_upstream_id, load_json
@@ -10,6 +11,7 @@ from app.tasks.domain import State, Update
 
 # Two weeks: no generation runs longer, so a larger costTime is nonsense, not a duration (and would not fit).
 MAX_COST_MS = 14 * 86400 * 1000
+PLAUSIBLE_MS = (1_577_836_800_000, 4_102_444_800_000)  # 2020-01-01 and 2100-01-01
 KIE_STATES = {
     "waiting": State.PENDING,
     "queuing": State.PENDING,
@@ -35,15 +37,22 @@ def read_record(data: dict[str, Any], *, cost_time_unit_ms: int) -> Update:
     cost = finite_number(data.get("costTime"))
     cost_ms = None if cost is None else cost * cost_time_unit_ms
     cost_ms = round(cost_ms) if cost_ms is not None and 0 <= cost_ms <= MAX_COST_MS else None
+    done = {"cost_time_ms": cost_ms, "credits": _credits(data), "completed_at": _moment(data.get("completeTime"))}
     if state is State.SUCCESS:
-        return Update(
-            state, image_urls=_result_urls(data.get("resultJson")), cost_time_ms=cost_ms, credits=_credits(data)
-        )
+        return Update(state, image_urls=_result_urls(data.get("resultJson")), **done)
     if state is State.FAIL:
         fail_code = str(data.get("failCode") or "") or None
         fail_msg = str(data.get("failMsg") or "Generation failed")
-        return Update(state, fail_code=fail_code, fail_msg=fail_msg, cost_time_ms=cost_ms, credits=_credits(data))
+        return Update(state, fail_code=fail_code, fail_msg=fail_msg, **done)
     return Update(state)
+
+
+def _moment(epoch_ms: Any) -> datetime | None:
+    """Kie's milliseconds since the epoch, if they make a plausible time (after 2020, before 2100)."""
+    value = finite_number(epoch_ms)
+    if value is None or not PLAUSIBLE_MS[0] < value < PLAUSIBLE_MS[1]:
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC)
 
 
 def _credits(data: dict[str, Any]) -> float | None:

@@ -12,10 +12,11 @@ import httpx
 from app.errors import ProviderRejected, ProviderUnavailable
 from app.inbound.untrusted import finite_number, is_upstream_id
 from app.providers.catalogue import Api, ModelSpec
-from app.providers.http import json_or_none, refuse, send
+from app.providers.http import counted, json_or_none, refuse, send
 from app.tasks.domain import State, Update
 
 LABEL = "kvid.ai"
+PROVIDER = "kvid"  # the metrics label
 TRANSIENT_CODES = frozenset({408, 429}) | frozenset(range(500, 600))
 STATES = {
     "queued": State.PENDING,
@@ -37,14 +38,16 @@ class KvidClient:
 
     async def create(self, spec: ModelSpec, body: dict[str, Any], callback_url: str | None) -> str:
         kind = spec.name.removeprefix("kvid/")  # text-to-image | image-to-image
-        data = await self._call("POST", f"/ai/generation/{kind}/generate-async", json=body)
+        data = await self._call("create", "POST", f"/ai/generation/{kind}/generate-async", json=body)
         job_id = data.get("job_id") or data.get("jobId")
         if not is_upstream_id(job_id):
             raise ProviderUnavailable("kvid.ai accepted the job but returned no usable job_id")
         return job_id
 
     async def query(self, api: Api, upstream_id: str) -> Update:
-        status = str((await self._call("GET", "/ai/generation/status", params={"jobId": upstream_id})).get("status"))
+        status = str(
+            (await self._call("query", "GET", "/ai/generation/status", params={"jobId": upstream_id})).get("status")
+        )
         if status in STATES:
             return Update(STATES[status])
         if status == "canceled":
@@ -56,7 +59,7 @@ class KvidClient:
         return read_result(await self._result(upstream_id))
 
     async def _result(self, upstream_id: str) -> dict[str, Any]:
-        return await self._call("GET", "/ai/generation/result", params={"jobId": upstream_id})
+        return await self._call("query", "GET", "/ai/generation/result", params={"jobId": upstream_id})
 
     async def _failure_message(self, upstream_id: str) -> str:
         """The result of a failed job carries the reason (some versions answer it as an error)."""
@@ -68,16 +71,17 @@ class KvidClient:
     def rejection_status(self, code: int | None) -> int:
         return CLIENT_STATUS.get(code or 0, 400)
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await send(self._http, LABEL, method, self._base_url + path, headers=self._headers, **kwargs)
-        body = json_or_none(response)
-        if response.status_code == 200 and isinstance(body, dict) and body.get("success") is not False:
-            data = body.get("data")
-            if isinstance(data, dict):
-                return data
-            raise ProviderUnavailable("kvid.ai answered without data")
-        code = response.status_code if response.status_code != 200 else 502
-        raise refuse(code, _error_message(body, response.status_code), response, TRANSIENT_CODES)
+    async def _call(self, operation: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        async with counted(PROVIDER, operation):
+            response = await send(self._http, LABEL, method, self._base_url + path, headers=self._headers, **kwargs)
+            body = json_or_none(response)
+            if response.status_code == 200 and isinstance(body, dict) and body.get("success") is not False:
+                data = body.get("data")
+                if isinstance(data, dict):
+                    return data
+                raise ProviderUnavailable("kvid.ai answered without data")
+            code = response.status_code if response.status_code != 200 else 502
+            raise refuse(code, _error_message(body, response.status_code), response, TRANSIENT_CODES)
 
 
 def read_result(data: dict[str, Any]) -> Update:
