@@ -93,10 +93,12 @@ async def test_a_read_the_caches_answer_is_the_very_answer_the_route_gives(clien
     task_id, _ = await slow_task(client, kie)
 
     async def answer() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        response = await client.get("/api/images/status", params={"taskId": task_id})
+        # One request id for all, so that header too is the same each time.
+        response = await client.get("/api/images/status", params={"taskId": task_id}, headers={"X-Request-ID": "r1"})
         headers = [(name, value) for name, value in response.headers.raw if name.lower() not in (b"date", b"server")]
         return response.status_code, headers, response.content
 
     first = await answer()
     assert first[0] == 200 and (b"content-type", b"application/json") in first[1]
+    assert (b"x-request-id", b"r1") in first[1]
     assert [await answer() for _ in range(5)] == [first] * 5
