@@ -78,7 +78,11 @@ def create_app(
                 await stop_tasks(loops, grace_s=max(grace_left, 0.0))
 
     handlers = exception_handlers()
-    middleware = [Middleware(Observed), Middleware(RefuseNul), Middleware(Shortcuts, handlers=handlers)]
+    middleware = [
+        Middleware(Observed, access_log=settings.access_log),
+        Middleware(RefuseNul),
+        Middleware(Shortcuts, handlers=handlers),
+    ]
     return Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
 
 

@@ -84,6 +84,9 @@ class Settings:
     # Logs (app/observe/logs.py reads these two itself, before anything else, to log from the start).
     log_format: str = "text"
     log_level: str = "INFO"
+    # One log line per request (app/observe/requests.py). Off by default: a line per cached read is a
+    # large share of that read's cost, and the duration histogram counts every request anyway.
+    access_log: bool = False
     # GET /metrics wants `Authorization: Bearer <this>` when set; open otherwise.
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -293,5 +296,6 @@ VARIABLES = (
     Variable("ALLOWED_ORIGINS", "allowed_origins", _origins, "browser origins that may use cookie auth"),
     Variable("LOG_FORMAT", "log_format", lambda env, name, default: _log_choice(env, 0), "text or json"),
     Variable("LOG_LEVEL", "log_level", lambda env, name, default: _log_choice(env, 1), "DEBUG, INFO, WARNING or ERROR"),
+    Variable("ACCESS_LOG", "access_log", _flag, "one log line per request (yes/no)"),
     Variable("METRICS_TOKEN", "metrics_token", _given, "bearer token GET /metrics requires (unset: open)"),
 )

@@ -21,8 +21,8 @@ UNMATCHED = "unmatched"
 
 
 class Observed:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, access_log: bool) -> None:
+        self.app, self.access_log = app, access_log
         self.durations: dict[tuple[str, str, int], Any] = {}  # bound histogram children: labels() once each
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,7 +55,7 @@ class Observed:
         if histogram is None:
             histogram = self.durations[labels] = metrics.REQUEST_DURATION.labels(route, scope["method"], str(status))
         histogram.observe(elapsed_s)
-        if access.isEnabledFor(logging.INFO):
+        if self.access_log and access.isEnabledFor(logging.INFO):
             access.info(
                 "%s %s %d %.1f ms",
                 scope["method"],

@@ -107,7 +107,7 @@ async def test_json_logs_carry_request_ids_and_never_a_secret(
     database_url: str, emulator, kie: Emulator, make_client_key, tmp_path: Path
 ) -> None:
     port, log_file = free_port(), tmp_path / "gateway.log"
-    env = gateway_env(database_url, emulator.url, port, LOG_FORMAT="json", WEBHOOK_ALLOW_PRIVATE="1")
+    env = gateway_env(database_url, emulator.url, port, LOG_FORMAT="json", ACCESS_LOG="1", WEBHOOK_ALLOW_PRIVATE="1")
     command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
     with log_file.open("wb") as sink:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)

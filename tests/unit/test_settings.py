@@ -14,6 +14,7 @@ FLAGS = {
     "CALLBACK_CONFIRM": "callback_confirm",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "STORAGE_REDIRECT": "storage_redirect",
+    "ACCESS_LOG": "access_log",
 }
 YES = ["1", "true", "TRUE", "True", "yes", "YES", "on", "On"]
 NO = ["0", "false", "FALSE", "no", "No", "off", "OFF"]
