@@ -61,17 +61,15 @@ async def generate(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
     owner = await owner_of(request)
     key, wait = idempotency_key(request), preferred_wait(request)
+    model = "unknown"  # until the body names a model of the catalogue: labels stay bounded
     try:
         submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
-    except GatewayError as exc:
-        metrics.TASKS_SUBMITTED.labels("unknown", submission_outcome(exc)).inc()
-        raise
-    try:
+        model = submission.model.name
         task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
     except GatewayError as exc:
-        metrics.TASKS_SUBMITTED.labels(submission.model.name, submission_outcome(exc)).inc()
+        metrics.TASKS_SUBMITTED.labels(model, submission_outcome(exc)).inc()
         raise
-    metrics.TASKS_SUBMITTED.labels(submission.model.name, "accepted").inc()
+    metrics.TASKS_SUBMITTED.labels(model, "accepted").inc()
     if wait is None:
         return JSONResponse({"taskId": task_id})
     status = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)
