@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -21,11 +22,35 @@ STALE_AFTER_S = 5  # small, so a dropped callback is recovered within seconds in
 SWEEP_INTERVAL_S = 1
 
 
+# Ports handed out lie below the kernel's ephemeral range (32768 and up on Linux), from which
+# outgoing connections take theirs: a port found free by binding port 0 could be taken by any
+# client socket before the server bound it. Each process (each test worker) walks its own slice,
+# so two never hand out the same port, and none hands out one twice.
+PORT_RANGE = range(20000, 32768)
+SLICES = 8
+
+
+def _port_cursor() -> itertools.cycle[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % SLICES if worker.isdigit() else 0
+    size = len(PORT_RANGE) // SLICES
+    start = PORT_RANGE.start + index * size
+    return itertools.cycle(range(start, start + size))
+
+
+_ports = _port_cursor()
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 nobody listens on now (the tests' servers take theirs from here too)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    for port in _ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("unreachable: the cycle never ends")
 
 
 class Server:
