@@ -115,7 +115,8 @@ async def hot_reads(ctx: Ctx, prefix: str = "") -> Row:
     pairs = [await pair(ctx, hot, "random", ctx.plan.duration_s) for _ in range(ctx.plan.runs)]
     after = await status_reads_by_outcome(ctx)
     hits, total = after["cache_hit"] - before["cache_hit"], sum(after.values()) - sum(before.values())
-    notes = [f"uniform over {len(hot_ids):,} tasks", f"{hits / max(total, 1):.1%} answered from the cache", *ctx.seeding]
+    cached = f"{hits / max(total, 1):.1%} answered from the cache"
+    notes = [f"uniform over {len(hot_ids):,} tasks", cached, *ctx.seeding]
     scenario = f"{prefix}status reads, hot ({await seed.count_tasks(ctx.engine):,} tasks)"
     return compared(ctx.backend, scenario, pairs, notes=notes, target="" if prefix else "≥ 0.85")
 
