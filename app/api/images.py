@@ -67,9 +67,9 @@ async def generate(request: Request) -> JSONResponse:
         model = submission.model.name
         task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
     except GatewayError as exc:
-        metrics.TASKS_SUBMITTED.labels(model, submission_outcome(exc)).inc()
+        metrics.labelled(metrics.TASKS_SUBMITTED, model, submission_outcome(exc)).inc()
         raise
-    metrics.TASKS_SUBMITTED.labels(model, "accepted").inc()
+    metrics.labelled(metrics.TASKS_SUBMITTED, model, "accepted").inc()
     if wait is None:
         return JSONResponse({"taskId": task_id})
     status = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait)

@@ -15,9 +15,22 @@ The lost-callback rate: imagehook_tasks_finished_by_sweeper_total / imagehook_ta
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 BACKLOG_TTL_S = 5.0
+
+
+@functools.cache
+def labelled(metric: MetricWrapperBase, *values: str) -> Any:
+    """metric.labels(*values), looked up once per label set: labels() takes a lock and builds its
+    key on every call, and some of these are counted several times per callback. Label sets are
+    few and bounded (see above), so this cache is too."""
+    return metric.labels(*values)
+
 
 TASKS_SUBMITTED = Counter(
     "imagehook_tasks_submitted_total",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +22,6 @@ UNMATCHED = "unmatched"
 class Observed:
     def __init__(self, app: ASGIApp, access_log: bool) -> None:
         self.app, self.access_log = app, access_log
-        self.durations: dict[tuple[str, str, int], Any] = {}  # bound histogram children: labels() once each
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,11 +48,7 @@ class Observed:
 
     def record(self, scope: Scope, status: int, elapsed_s: float) -> None:
         route = getattr(scope.get("route"), "path", UNMATCHED)
-        labels = (route, scope["method"], status)
-        histogram = self.durations.get(labels)
-        if histogram is None:
-            histogram = self.durations[labels] = metrics.REQUEST_DURATION.labels(route, scope["method"], str(status))
-        histogram.observe(elapsed_s)
+        metrics.labelled(metrics.REQUEST_DURATION, route, scope["method"], str(status)).observe(elapsed_s)
         if self.access_log and access.isEnabledFor(logging.INFO):
             access.info(
                 "%s %s %d %.1f ms",

@@ -26,7 +26,7 @@ from app.deps import Deps
 from app.errors import BadRequest, GiveUp, RetryLater
 from app.inbound.untrusted import clean_text
 from app.observe.logs import about_task
-from app.observe.metrics import UPSTREAM_CALLS
+from app.observe.metrics import UPSTREAM_CALLS, labelled
 from app.outbox import runner
 from app.outbox.outbound import DestinationRefused
 from app.outbox.storage import Storage, StorageError, StoredObject, StoreUnavailable, TooLarge, open_storage
@@ -95,9 +95,9 @@ class Copier:
                 copied = await fetch(self.deps, self.storage, row)
             except (RetryLater, GiveUp) as exc:
                 outcome = "timeout" if str(exc).startswith("timed out") else "transient"
-                UPSTREAM_CALLS.labels("files", "result", "rejected" if isinstance(exc, GiveUp) else outcome).inc()
+                labelled(UPSTREAM_CALLS, "files", "result", "rejected" if isinstance(exc, GiveUp) else outcome).inc()
                 raise
-        UPSTREAM_CALLS.labels("files", "result", "ok").inc()
+        labelled(UPSTREAM_CALLS, "files", "result", "ok").inc()
         return copied
 
     async def settle(

@@ -11,7 +11,7 @@ import httpx
 
 from app.errors import ProviderError, ProviderRejected, ProviderTimeout, ProviderUnavailable
 from app.inbound.untrusted import load_json
-from app.observe.metrics import UPSTREAM_CALLS
+from app.observe.metrics import UPSTREAM_CALLS, labelled
 
 MAX_RETRY_AFTER_S = 3600.0
 
@@ -42,9 +42,9 @@ async def counted(provider: str, operation: str) -> AsyncIterator[None]:
     try:
         yield
     except ProviderError as exc:
-        UPSTREAM_CALLS.labels(provider, operation, outcome(exc)).inc()
+        labelled(UPSTREAM_CALLS, provider, operation, outcome(exc)).inc()
         raise
-    UPSTREAM_CALLS.labels(provider, operation, "ok").inc()
+    labelled(UPSTREAM_CALLS, provider, operation, "ok").inc()
 
 
 def outcome(exc: Exception) -> str:

@@ -76,7 +76,7 @@ async def _receive(
     # Answered only once committed; callbacks arriving together share the transaction.
     received = Received(task_id, verdict, change, inbox)
     verdict = await deps.group_commit("callbacks", functools.partial(record_callbacks, deps)).run(received)
-    metrics.CALLBACKS.labels(route, verdict.verdict).inc()
+    metrics.labelled(metrics.CALLBACKS, route, verdict.verdict).inc()
     if verdict.status != 200:
         log.warning("callback for task %s refused: %s", task_id, verdict.verdict)
     return verdict

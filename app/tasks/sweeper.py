@@ -141,9 +141,9 @@ def count_outcomes(done: Counter[str]) -> None:
     for outcome, count in done.items():
         kind, _, what = outcome.partition("_")
         if kind == "webhook":
-            metrics.WEBHOOK_DELIVERIES.labels(what).inc(count)
+            metrics.labelled(metrics.WEBHOOK_DELIVERIES, what).inc(count)
         elif kind == "copy":
-            metrics.RESULT_COPIES.labels(what).inc(count)
+            metrics.labelled(metrics.RESULT_COPIES, what).inc(count)
 
 
 async def _repeat(

@@ -148,13 +148,13 @@ def _derived_rows(decision: Decision, head: TaskHead, change: Update, now: datet
 def count_finished(finished: list[tuple[TaskHead, Update, str]], committed_at: datetime) -> None:
     """The metrics of tasks that reached a terminal state, once that is committed."""
     for head, change, source in finished:
-        metrics.TASKS_FINISHED.labels(head.model, change.state.value).inc()
-        metrics.TASK_DURATION.labels(head.model).observe((committed_at - head.created_at).total_seconds())
+        metrics.labelled(metrics.TASKS_FINISHED, head.model, change.state.value).inc()
+        metrics.labelled(metrics.TASK_DURATION, head.model).observe((committed_at - head.created_at).total_seconds())
         if source == "sweep":
-            metrics.TASKS_FINISHED_BY_SWEEPER.labels(head.model).inc()
+            metrics.labelled(metrics.TASKS_FINISHED_BY_SWEEPER, head.model).inc()
         elif source == "callback" and change.completed_at is not None:
             delay_s = max(0.0, (committed_at - change.completed_at).total_seconds())
-            metrics.CALLBACK_DELAY.labels(head.model).observe(delay_s)
+            metrics.labelled(metrics.CALLBACK_DELAY, head.model).observe(delay_s)
 
 
 async def update_task(deps: Deps, task_id: str, change: Update, source: str) -> Outcome:

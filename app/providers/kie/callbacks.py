@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.inbound.untrusted import load_json, scrub
+from app.inbound.untrusted import scrubbed_json
 from app.providers.base import CallbackRefused, Provider, Refusal
 from app.providers.kie import signature
 from app.providers.kie.client import CALLBACK_APIS, CALLBACK_READERS
@@ -34,7 +34,7 @@ class KieCallbacks:
     def read(self, route: str, headers: Mapping[str, str], raw: bytes, now: datetime) -> Update:
         try:
             # Cleaned, not refused: Kie would only send the same body again.
-            body = scrub(load_json(raw))
+            body = scrubbed_json(raw)
         except ValueError:
             raise CallbackRefused(Refusal.MALFORMED) from None
         if self._hmac_key is not None:
