@@ -12,13 +12,18 @@ REQUIRE_POSTGRES ?= $(CI)
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: install run test lint fmt test-sqlite test-postgres emulator bench
+.PHONY: install browser run test lint fmt test-sqlite test-postgres emulator bench
 
 $(BIN)/imagehook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
+
+# The dashboard's test drives a real headless browser: Debian's Chromium (as root, as on CI).
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 install: $(BIN)/imagehook
 
@@ -39,10 +44,10 @@ fmt: install
 	$(BIN)/ruff check --fix app migrations tests bench
 	$(BIN)/ruff format app migrations tests bench
 
-test-sqlite: install
+test-sqlite: install browser
 	$(PYTEST)
 
-test-postgres: install
+test-postgres: install browser
 	@if $(BIN)/python -m tests.support.pg_available "$(PG_TEST_URL)"; then \
 		echo "== PostgreSQL pass: $(PG_TEST_URL)"; \
 		IMAGEHOOK_TEST_DATABASE_URL="$(PG_TEST_URL)" $(PYTEST) $(DATABASE_TIERS); \

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from app.api import callbacks, catalogue, files, health, images, metrics, tasks, uploads, usage, webhooks
 from app.api.guard import RefuseNul
 from app.api.shortcuts import Shortcuts
+from app.dashboard import routes as dashboard
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
 from app.deps import Deps, open_deps, utc_now
@@ -42,7 +43,7 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
-ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health, metrics)
+ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health, metrics, dashboard)
 ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
 
 

@@ -89,6 +89,8 @@ class Settings:
     access_log: bool = False
     # GET /metrics wants `Authorization: Bearer <this>` when set; open otherwise.
     metrics_token: str | None = field(default=None, repr=False)
+    # The operator's credential for /dashboard (app/dashboard/); no dashboard while unset.
+    admin_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +220,13 @@ def _secret(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _admin_key(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = _given(env, name, default)
+    if value is not None and len(value) < 24:
+        raise SettingsError(f"{name} must be at least 24 characters (e.g. from: openssl rand -hex 24)")
+    return value
+
+
 Reader = Callable[[Mapping[str, str], str, Any], Any]
 
 
@@ -298,4 +307,5 @@ VARIABLES = (
     Variable("LOG_LEVEL", "log_level", lambda env, name, default: _log_choice(env, 1), "DEBUG, INFO, WARNING or ERROR"),
     Variable("ACCESS_LOG", "access_log", _flag, "one log line per request (yes/no)"),
     Variable("METRICS_TOKEN", "metrics_token", _given, "bearer token GET /metrics requires (unset: open)"),
+    Variable("IMAGEHOOK_ADMIN_KEY", "admin_key", _admin_key, "the operator's key for /dashboard (unset: no dashboard)"),
 )

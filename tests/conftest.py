@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db.engine import create_engine, is_sqlite
 from app.db.migrate import upgrade
+from tests.support.browser import browser
 from tests.support.s3 import bucket, s3_server
 
-__all__ = ["bucket", "s3_server"]  # fixtures, found by pytest through this module
+__all__ = ["browser", "bucket", "s3_server"]  # fixtures, found by pytest through this module
 
 
 @pytest.fixture(scope="session")

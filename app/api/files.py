@@ -33,8 +33,12 @@ MAX_IMAGE_INDEX = 999  # far more images than any task has
 
 
 async def stored_file(request: Request) -> Response:
+    return await serve_copy(request, await owner_of(request))
+
+
+async def serve_copy(request: Request, owner: int | None) -> Response:
+    """Image `n` of task `task_id` (path parameters), if `owner`'s (None: the operator's, anyone's)."""
     deps: Deps = request.state.deps
-    owner = await owner_of(request)
     task_id, n = request.path_params["task_id"], query.integer(request.path_params["n"], high=MAX_IMAGE_INDEX)
     copy = await copies.find_stored(deps, owner, task_id, n) if n is not None and query.is_task_id(task_id) else None
     if copy is None or copy.storage_key is None:  # unknown, another client's, or not copied yet: alike

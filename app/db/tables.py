@@ -63,8 +63,11 @@ class ApiKey(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    # Listing: a client's tasks newest first, paged by (created_at, id).
-    __table_args__ = (Index("ix_tasks_api_key_id_created_at_id", "api_key_id", "created_at", "id"),)
+    # Listing: a client's tasks newest first, paged by (created_at, id); the dashboard: everyone's.
+    __table_args__ = (
+        Index("ix_tasks_api_key_id_created_at_id", "api_key_id", "created_at", "id"),
+        Index("ix_tasks_created_at_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
@@ -146,7 +149,10 @@ class WebhookDelivery(Base):
     """The outbox: one row per webhook to send, written with the state change that caused it."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_api_key_id_id", "api_key_id", "id"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_api_key_id_id", "api_key_id", "id"),
+        Index("ix_webhook_deliveries_task_id", "task_id"),  # a task's webhooks, on the dashboard
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     webhook_id: Mapped[str] = mapped_column(String(40), unique=True)  # stable across retries

@@ -277,13 +277,15 @@ async def settle(session: AsyncSession, row: StoredFile, values: dict[str, objec
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-async def find_stored(deps: Deps, api_key_id: int, task_id: str, n: int) -> StoredFile | None:
-    """Image n of a task of this client, if its copy is stored; None for anything else alike."""
+async def find_stored(deps: Deps, api_key_id: int | None, task_id: str, n: int) -> StoredFile | None:
+    """Image n of a task of this client (None: of anyone, for the operator), if its copy is stored;
+    None for anything else alike."""
     stmt = (
         select(StoredFile)
         .join(Task, Task.id == StoredFile.task_id)
         .where(StoredFile.task_id == task_id, StoredFile.n == n, StoredFile.state == "stored")
-        .where(Task.api_key_id == api_key_id)
     )
+    if api_key_id is not None:
+        stmt = stmt.where(Task.api_key_id == api_key_id)
     async with deps.sessions() as session:
         return (await session.execute(stmt)).scalar_one_or_none()

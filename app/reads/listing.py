@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app.db.tables import Task, TaskEvent, WebhookDelivery
@@ -83,25 +83,33 @@ async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str,
     after = query.integer(params.get("after", "0"))
     if after is None:
         raise BadRequest(f"after must be an event id (an integer from 0 to {query.MAX_ID})")
-    limit = page_size(params.get("limit"), 100, 500)
-    stmt = (
-        select(TaskEvent)
-        .where(
-            TaskEvent.api_key_id == api_key_id,
-            TaskEvent.id > after,
-            TaskEvent.outcome.in_(("created", "applied")),
-        )
-        .order_by(TaskEvent.id)
-        .limit(limit)
-    )
-    if deps.engine.dialect.name == "postgresql":
-        stmt = stmt.where(TaskEvent.at <= deps.clock() - timedelta(seconds=FEED_SETTLE_S))
-    async with deps.sessions() as session:
-        events = list((await session.execute(stmt)).scalars())
+    events = await changes_after(deps, after, page_size(params.get("limit"), 100, 500), api_key_id)
     return {
         "events": [event_body(event) for event in events],
         "nextCursor": str(events[-1].id if events else after),
     }
+
+
+async def changes_after(deps: Deps, after: int, limit: int, api_key_id: int | None) -> list[TaskEvent]:
+    """Tasks created and state changes applied, in order, after event id `after`: one client's, or
+    (api_key_id None, the operator's dashboard) everyone's."""
+    stmt = (
+        select(TaskEvent)
+        .where(TaskEvent.id > after, TaskEvent.outcome.in_(("created", "applied")))
+        .order_by(TaskEvent.id)
+        .limit(limit)
+    )
+    if api_key_id is not None:
+        stmt = stmt.where(TaskEvent.api_key_id == api_key_id)
+    if deps.engine.dialect.name == "postgresql":
+        stmt = stmt.where(TaskEvent.at <= deps.clock() - timedelta(seconds=FEED_SETTLE_S))
+    async with deps.sessions() as session:
+        return list((await session.execute(stmt)).scalars())
+
+
+async def latest_event_id(deps: Deps) -> int:
+    async with deps.sessions() as session:
+        return (await session.execute(select(func.coalesce(func.max(TaskEvent.id), 0)))).scalar_one()
 
 
 def event_body(event: TaskEvent) -> dict[str, Any]:

@@ -75,8 +75,9 @@ def environment(workdir: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'imagehook.db'}"}
 
 
-def test_the_wheel_carries_every_module_and_migration(wheel: Path) -> None:
+def test_the_wheel_carries_every_module_page_and_migration(wheel: Path) -> None:
     sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "app").rglob("*.py")}
+    sources |= {path.relative_to(ROOT).as_posix() for path in (ROOT / "app" / "dashboard" / "static").iterdir()}
     migrations = {"app/_" + p.relative_to(ROOT).as_posix() for p in (ROOT / "migrations").rglob("*") if p.is_file()}
     migrations = {name for name in migrations if "__pycache__" not in name}
     with zipfile.ZipFile(wheel) as archive:
@@ -90,8 +91,12 @@ def test_the_installed_package_migrates_makes_keys_and_serves(venv: Path, workdi
     assert run(venv, workdir, "keys", "create", "first", "--quiet").stdout.startswith("ih_")
     with serving(venv, workdir) as url:
         response = ready(url)
+        page, script = httpx.get(url + "/dashboard"), httpx.get(url + "/dashboard/static/dashboard.js")
     assert response is not None and response.status_code == 200, (workdir / "serve.log").read_text()
     assert response.json()["status"] == "ready"
+    # The dashboard's files come from the installed package.
+    assert page.status_code == 401 and 'name="key"' in page.text
+    assert script.status_code == 200 and "EventSource" in script.text
 
 
 def test_the_installed_package_runs_from_site_packages(venv: Path, workdir: Path) -> None:
@@ -122,7 +127,8 @@ def serving(venv: Path, workdir: Path) -> Iterator[str]:
     command = [str(venv / "bin" / "imagehook"), "serve", "--port", str(port), "--emulator"]
     command += ["--emulator-port", str(emulator_port)]
     log = (workdir / "serve.log").open("w")
-    process = subprocess.Popen(command, cwd=workdir, env=environment(workdir), stdout=log, stderr=subprocess.STDOUT)
+    env = environment(workdir) | {"IMAGEHOOK_ADMIN_KEY": "installed-admin-key-0123456789"}
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
