@@ -3,15 +3,19 @@ status reads the caches can answer.
 
 Starlette's router, its middleware layers and its Request and Response objects cost more than
 anything either request does itself. A callback the callback route fully matches goes straight to
-its endpoint, its errors answered by the app's own handlers. A status read whose key and task
-status are both cached (`GET /api/images/status?taskId=ID` with `Authorization: Bearer`, nothing
-else in the query) is answered from memory with the very bytes the route would send. Everything
-else, including every read the caches cannot answer, goes on to the router as before.
+its endpoint, its errors answered by the app's own handlers (`Shortcuts`, a middleware inside the
+request-observing one). A status read whose key and task status are both cached
+(`GET /api/images/status?taskId=ID` with `Authorization: Bearer`, nothing else in the query, no
+NUL in any header) is answered before the middleware stack even starts (`answered_from_cache`,
+called by the app itself, app/main.py), from memory, with the very bytes and headers the route
+and its middleware would send, and observed as they would observe it. Everything else,
+including every read the caches cannot answer, goes on to the router as before.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -24,8 +28,9 @@ from app.api import callbacks, images
 from app.api.auth import bearer_credentials
 from app.deps import Deps
 from app.keys import hash_key
-from app.observe.logs import KEY_ID
+from app.observe.logs import KEY_ID, REQUEST_ID, request_id
 from app.observe.metrics import CACHE_HITS
+from app.observe.requests import record
 
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 STATUS_PATH = "/api/images/status"
@@ -37,21 +42,14 @@ class Shortcuts:
     def __init__(self, app: ASGIApp, handlers: Mapping[type[Exception], ErrorHandler]) -> None:
         self.app, self.handlers = app, handlers
         (self.callback_route,) = callbacks.routes
-        self.status_route = next(route for route in images.routes if getattr(route, "path", None) == STATUS_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            if scope["method"] == "GET" and scope["path"] == STATUS_PATH:
-                body = cached_status(scope["state"]["deps"], scope)
-                if body is not None:
-                    scope["route"] = self.status_route
-                    return await send_json(send, body)
-            elif scope["method"] == "POST":
-                match, child_scope = self.callback_route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child_scope)  # path_params and endpoint, as the router sets them
-                    scope["route"] = self.callback_route
-                    return await self.callback(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            match, child_scope = self.callback_route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)  # path_params and endpoint, as the router sets them
+                scope["route"] = self.callback_route
+                return await self.callback(scope, receive, send)
         await self.app(scope, receive, send)
 
     async def callback(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,10 +62,46 @@ class Shortcuts:
         await response(scope, receive, send)
 
 
-def cached_status(deps: Deps, scope: Scope) -> bytes | None:
-    """The status body the route would answer with, if the key and the task's status are cached."""
-    query = PLAIN_STATUS_QUERY.fullmatch(scope["query_string"])
-    authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+STATUS_ROUTE = next(route for route in images.routes if getattr(route, "path", None) == STATUS_PATH)
+
+
+async def answered_from_cache(scope: Scope, send: Send) -> bool:
+    """Answer a status read from the caches if they can: True if answered, False to pass it on."""
+    if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != STATUS_PATH or scope.get("root_path"):
+        return False
+    started = time.perf_counter()
+    authorization = given_id = None
+    for name, value in scope["headers"]:
+        if b"\x00" in value:
+            return False  # refused by RefuseNul, down the stack
+        if name == b"authorization":
+            authorization = value
+        elif name == b"x-request-id":
+            given_id = value
+    deps: Deps = scope["state"]["deps"]
+    found = cached_status(deps, scope["query_string"], authorization)
+    if found is None:
+        return False
+    owner, body = found
+    rid = request_id(given_id)
+    headers = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        (b"x-request-id", rid.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    scope["route"] = STATUS_ROUTE
+    if deps.settings.access_log:  # what the access line names, as Observed would have set them
+        REQUEST_ID.set(rid)
+        KEY_ID.set(owner)
+    record(scope, 200, time.perf_counter() - started, deps.settings.access_log)
+    return True
+
+
+def cached_status(deps: Deps, query_string: bytes, authorization: bytes | None) -> tuple[int, bytes] | None:
+    """(owner, the status body the route would answer with), if the key and the task's status are cached."""
+    query = PLAIN_STATUS_QUERY.fullmatch(query_string)
     if query is None or authorization is None:
         return None
     key = bearer_credentials(authorization.decode("latin-1"))
@@ -75,13 +109,5 @@ def cached_status(deps: Deps, scope: Scope) -> bytes | None:
     status = deps.status_cache.get(query.group(1).decode()) if owner is not None else None
     if status is None or status.owner != owner:
         return None
-    KEY_ID.set(owner)
     CACHE_HITS.inc()
-    return status.body
-
-
-async def send_json(send: Send, body: bytes) -> None:
-    """A 200 with the headers Starlette's Response(body, media_type="application/json") sends, in its order."""
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return owner, status.body

@@ -127,7 +127,7 @@ class LocalStorage:
     ) -> StoredObject:
         """content_type is not kept: the file route serves the type the copy's row records."""
         target = self.path(key)
-        file, temp = await _in_thread(_open_temp, target)
+        file, temp = await _opened_temp(target)
         body = Measured(chunks, max_bytes)
         try:
             async for chunk in body:
@@ -151,6 +151,19 @@ async def _in_thread(func: Any, *args: Any) -> Any:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         await asyncio.gather(work, return_exceptions=True)
+        raise
+
+
+async def _opened_temp(target: Path) -> tuple[BinaryIO, Path]:
+    """_open_temp in a worker thread; cancelled meanwhile, the file it made is discarded before the
+    cancellation goes on (else nobody would hold it to clean up)."""
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_temp, target))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opened = await asyncio.gather(opening, return_exceptions=True)
+        if isinstance(opened[0], tuple):
+            await asyncio.to_thread(_discard, *opened[0])
         raise
 
 

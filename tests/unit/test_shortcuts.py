@@ -1,5 +1,5 @@
 """The status shortcut answers only what the route would answer the same way, from the caches;
-everything else goes on to the router untouched."""
+everything else goes on, untouched, to the middleware stack and the router."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import QueryParams
 
-from app.api.shortcuts import Shortcuts
+from app.api.shortcuts import answered_from_cache
 from app.keys import hash_key
-from app.main import exception_handlers
 from app.reads.key_cache import KeyCache
 from app.reads.status_cache import CachedStatus, StatusCache
 
@@ -29,7 +28,7 @@ def caches() -> SimpleNamespace:
     keys.put(hash_key(OTHER_KEY), 2)
     statuses.enable(True)
     statuses.put(TASK, CachedStatus(owner=1, terminal=True, body=BODY), statuses.epoch)
-    return SimpleNamespace(keys=keys, status_cache=statuses)
+    return SimpleNamespace(keys=keys, status_cache=statuses, settings=SimpleNamespace(access_log=False))
 
 
 def scope(query: bytes, headers: list[tuple[bytes, bytes]], method: str = "GET", path: str = "/api/images/status"):
@@ -39,18 +38,13 @@ def scope(query: bytes, headers: list[tuple[bytes, bytes]], method: str = "GET",
 
 def through(request_scope: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """("shortcut", what it sent) or ("router", [])."""
-    passed_on: list[str] = []
-
-    async def router(_scope: Any, _receive: Any, _send: Any) -> None:
-        passed_on.append("router")
-
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(Shortcuts(router, exception_handlers())(request_scope, None, send))  # type: ignore[arg-type]
-    return ("router", sent) if passed_on else ("shortcut", sent)
+    answered = asyncio.run(answered_from_cache(request_scope, send))  # type: ignore[arg-type]
+    return ("shortcut", sent) if answered else ("router", sent)
 
 
 def bearer(key: str) -> list[tuple[bytes, bytes]]:
@@ -60,12 +54,20 @@ def bearer(key: str) -> list[tuple[bytes, bytes]]:
 def test_a_cached_status_is_answered_with_the_routes_bytes_and_headers() -> None:
     way, sent = through(scope(f"taskId={TASK}".encode(), bearer(KEY)))
     assert way == "shortcut"
-    assert sent[0] == {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-length", str(len(BODY)).encode()), (b"content-type", b"application/json")],
-    }
+    start = sent[0]
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    assert start["headers"][:2] == [
+        (b"content-length", str(len(BODY)).encode()),
+        (b"content-type", b"application/json"),
+    ]
+    (name, made_id), *_ = start["headers"][2:]
+    assert name == b"x-request-id" and len(made_id) == 16
     assert sent[1] == {"type": "http.response.body", "body": BODY}
+
+
+def test_the_callers_request_id_is_sent_back() -> None:
+    _, sent = through(scope(f"taskId={TASK}".encode(), [*bearer(KEY), (b"x-request-id", b"lb-4f2a.17")]))
+    assert sent[0]["headers"][2] == (b"x-request-id", b"lb-4f2a.17")
 
 
 @pytest.mark.parametrize(
@@ -82,6 +84,7 @@ def test_a_cached_status_is_answered_with_the_routes_bytes_and_headers() -> None
         (f"taskId={TASK}".encode(), bearer(KEY), "HEAD", "/api/images/status"),
         (f"taskId={TASK}".encode(), bearer(KEY), "GET", "/api/images/status/"),
         (f"taskId={TASK}".encode(), bearer(KEY), "GET", "/api/tasks"),
+        (f"taskId={TASK}".encode(), [*bearer(KEY), (b"user-agent", b"a\x00b")], "GET", "/api/images/status"),
     ],
 )
 def test_anything_else_goes_on_to_the_router(query: bytes, headers: list, method: str, path: str) -> None:

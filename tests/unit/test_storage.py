@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
+from app.outbox import storage as storage_module
 from app.outbox.storage import InvalidKey, LocalStorage, TooLarge
 
 
@@ -89,6 +92,30 @@ async def test_a_cancelled_put_leaves_nothing(storage: LocalStorage) -> None:
     while not list(storage.root.rglob("*.part")):
         await asyncio.sleep(0.01)
     put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await put
+    assert files_under(storage.root) == []
+
+
+async def test_a_put_cancelled_while_its_temp_file_opens_leaves_nothing(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the worker thread is still making the temp file: nobody holds it yet."""
+    opened, release = threading.Event(), threading.Event()
+    open_temp = storage_module._open_temp
+
+    def slow_open(target: Path) -> tuple[BinaryIO, Path]:
+        made = open_temp(target)
+        opened.set()
+        release.wait(5)
+        return made
+
+    monkeypatch.setattr(storage_module, "_open_temp", slow_open)
+    put = asyncio.create_task(storage.put("t/0", stream(b"bytes"), max_bytes=100))
+    await asyncio.to_thread(opened.wait, 5)
+    put.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
     with pytest.raises(asyncio.CancelledError):
         await put
     assert files_under(storage.root) == []
