@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 
 from app.db.tables import ApiKey, CallbackEvent, Task, TaskEvent
 from app.deps import open_deps
+from app.tasks.domain import TERMINAL
 from app.tasks.retention import purge
 from tests.e2e.test_e2e_flow import submit
 from tests.support.database import count_rows
@@ -145,9 +146,12 @@ async def test_purge_deletes_old_finished_tasks_and_their_records(
     async with sessions.begin() as session:
         long_ago = datetime.now(UTC) - timedelta(days=40)
         await session.execute(update(Task).where(Task.id.in_([old, unfinished])).values(created_at=long_ago))
+    # The database is shared with earlier tests, which may have left old finished tasks of their own.
+    due = await _rows_hanging_off_old_finished_tasks(sessions, datetime.now(UTC) - timedelta(days=30))
+    assert due["tasks"] >= 1 and due["task_events"] >= 2 and due["callback_events"] >= 1
     async with open_deps(gateway.settings) as deps:
         removed = await purge(deps, timedelta(days=30), batch=1)
-    assert removed["tasks"] == 1 and removed["task_events"] == 2 and removed["callback_events"] == 1
+    assert {table: removed[table] for table in due} == due
     async with sessions() as session:
         remaining = set((await session.execute(select(Task.id))).scalars())
         events = set((await session.execute(select(TaskEvent.task_id))).scalars())
@@ -155,6 +159,16 @@ async def test_purge_deletes_old_finished_tasks_and_their_records(
     assert remaining == {recent, unfinished}  # unfinished tasks are never purged
     assert old not in events and old not in inbox
     assert (await client.get("/api/images/status", params={"taskId": old})).status_code == 404
+
+
+async def _rows_hanging_off_old_finished_tasks(sessions, cutoff: datetime) -> dict[str, int]:
+    async with sessions() as session:
+        finished = Task.state.in_([state.value for state in TERMINAL])
+        ids = list((await session.execute(select(Task.id).where(Task.created_at < cutoff, finished))).scalars())
+        events = await session.scalar(select(func.count()).select_from(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+        aged = or_(CallbackEvent.task_id.in_(ids), CallbackEvent.received_at < cutoff)
+        inbox = await session.scalar(select(func.count()).select_from(CallbackEvent).where(aged))
+    return {"tasks": len(ids), "task_events": events, "callback_events": inbox}
 
 
 def run_cli(database_url: str, emulator_url: str, *args: str) -> subprocess.CompletedProcess[str]:
