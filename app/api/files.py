@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.api import ranges
 from app.api.auth import owner_of
@@ -54,8 +55,27 @@ async def serve_copy(request: Request, owner: int | None) -> Response:
     if stat is None:
         log.error("stored copy %s of task %s is missing from storage", n, task_id)
         raise NotFound("File not found")
-    # FileResponse answers Range requests (206, 416) itself; If-Range compares with our ETag.
-    return FileResponse(path, media_type=copy.content_type, headers=headers, stat_result=stat)
+    wanted = ranges.requested(
+        request.headers.get("range"), request.headers.get("if-range"), headers["ETag"], stat.st_size
+    )
+    if isinstance(wanted, ranges.Unsatisfiable):
+        return unsatisfiable(headers, stat.st_size)
+    # FileResponse serves the one range ranges.requested accepted; any other Range header is ignored.
+    response = FileResponse if isinstance(wanted, ranges.Part) else WholeFile
+    return response(path, media_type=copy.content_type, headers=headers, stat_result=stat)
+
+
+class WholeFile(FileResponse):
+    """The whole file, whatever Range the request holds: Starlette's own reading of the header would
+    answer a malformed one with a plain-text 400, where the RFC lets us (and the bucket path does) ignore it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+def unsatisfiable(headers: dict[str, str], size: int) -> Response:
+    return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
 
 
 async def from_bucket(request: Request, bucket: S3Storage, copy: StoredFile, headers: dict[str, str]) -> Response:
@@ -68,7 +88,7 @@ async def from_bucket(request: Request, bucket: S3Storage, copy: StoredFile, hea
     wanted = ranges.requested(request.headers.get("range"), request.headers.get("if-range"), headers["ETag"], copy.size)
     headers |= {"Accept-Ranges": "bytes"}
     if isinstance(wanted, ranges.Unsatisfiable):
-        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{copy.size}"})
+        return unsatisfiable(headers, copy.size)
     part = wanted if isinstance(wanted, ranges.Part) else ranges.Part(0, copy.size)
     try:
         chunks = await bucket.read(copy.storage_key, part.start, part.end)

@@ -1,5 +1,5 @@
-"""Which bytes of a stored copy a GET asks for (`Range`, RFC 9110 14.2), for copies streamed from a
-bucket; local files are answered by Starlette's FileResponse, which reads the same header.
+"""Which bytes of a stored copy a GET asks for (`Range`, RFC 9110 14.2), for copies in a bucket and
+local files alike (which Starlette's FileResponse then sends).
 
 One range is served as asked. A header this does not understand, several ranges at once, or an
 If-Range that names another version is ignored, as the RFC lets a server do: the whole copy is

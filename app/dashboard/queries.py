@@ -77,11 +77,11 @@ async def recent_tasks(deps: Deps, params: dict[str, str]) -> dict[str, Any]:
     """Everyone's tasks, newest first, paged by (created_at, id) as a client's own listing is."""
     limit = page_size(params.get("limit"), 25, 100)
     stmt = select(Task, ApiKey.name).join(ApiKey, ApiKey.id == Task.api_key_id)
-    if state := params.get("state"):
+    if (state := params.get("state")) is not None:
         if state not in State.__members__.values():
             raise BadRequest(f"state must be one of: {', '.join(State)}")
         stmt = stmt.where(Task.state == state)
-    if cursor := params.get("cursor"):
+    if (cursor := params.get("cursor")) is not None:
         at, task_id = decode_cursor(cursor)
         stmt = stmt.where(or_(Task.created_at < at, and_(Task.created_at == at, Task.id < task_id)))
     stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)

@@ -51,20 +51,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
-    """Newest first; keyset pagination on (created_at, id), so inserts never shift pages."""
+    """Newest first; keyset pagination on (created_at, id), so inserts never shift pages. A filter given
+    empty (`state=`) is refused as any other bad value is, not taken for no filter."""
     limit = page_size(params.get("limit"), 20, 100)
     stmt = select(Task).where(Task.api_key_id == api_key_id)
-    if state := params.get("state"):
+    if (state := params.get("state")) is not None:
         if state not in State.__members__.values():
             raise BadRequest(f"state must be one of: {', '.join(State)}")
         stmt = stmt.where(Task.state == state)
-    if model := params.get("model"):
+    if (model := params.get("model")) is not None:
         if model not in MODELS:
             raise BadRequest(f"Unknown model '{model}'; GET /api/images/models lists the supported models")
         stmt = stmt.where(Task.model == model)
-    if created_after := params.get("createdAfter"):
+    if (created_after := params.get("createdAfter")) is not None:
         stmt = stmt.where(Task.created_at > query.timestamp("createdAfter", created_after))
-    if cursor := params.get("cursor"):
+    if (cursor := params.get("cursor")) is not None:
         at, task_id = decode_cursor(cursor)
         stmt = stmt.where(or_(Task.created_at < at, and_(Task.created_at == at, Task.id < task_id)))
     stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
@@ -121,7 +122,7 @@ def event_body(event: TaskEvent) -> dict[str, Any]:
 async def list_deliveries(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
     limit = page_size(params.get("limit"), 50, 200)
     stmt = select(WebhookDelivery).where(WebhookDelivery.api_key_id == api_key_id)
-    if task_id := params.get("taskId"):
+    if (task_id := params.get("taskId")) is not None:
         stmt = stmt.where(WebhookDelivery.task_id == query.task_id(task_id))
     stmt = stmt.order_by(WebhookDelivery.id.desc()).limit(limit)
     async with deps.sessions() as session:

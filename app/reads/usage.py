@@ -32,8 +32,8 @@ async def summarize(deps: Deps, params: dict[str, str], api_key_id: int | None) 
     if group_by not in GROUPS or (group_by == "key" and api_key_id is not None):
         raise BadRequest("groupBy must be model or day")
     now = deps.clock()
-    start = timestamp("from", params["from"]) if params.get("from") else now - timedelta(days=30)
-    end = timestamp("to", params["to"]) if params.get("to") else now
+    start = timestamp("from", params["from"]) if "from" in params else now - timedelta(days=30)
+    end = timestamp("to", params["to"]) if "to" in params else now
     group = _group_column(deps, group_by)
     stmt = (
         select(

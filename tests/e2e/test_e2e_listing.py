@@ -57,6 +57,11 @@ async def test_listing_shows_only_the_callers_tasks(gateway, client: httpx.Async
         ({"limit": "0"}, "limit must be an integer from 1 to 100"),
         ({"cursor": "not-a-cursor"}, "cursor is invalid"),
         ({"createdAfter": "yesterday"}, "createdAfter must be an ISO 8601 date-time"),
+        # Given but empty is a bad value too, not the same as leaving the filter out.
+        ({"state": ""}, "state must be one of: pending, processing, success, fail"),
+        ({"model": ""}, "Unknown model ''; GET /api/images/models lists the supported models"),
+        ({"cursor": ""}, "cursor is invalid"),
+        ({"createdAfter": ""}, "createdAfter must be an ISO 8601 date-time"),
     ],
 )
 async def test_listing_rejects_bad_parameters(client: httpx.AsyncClient, params: dict, error: str) -> None:

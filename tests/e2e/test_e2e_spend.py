@@ -56,6 +56,9 @@ async def test_usage_sums_credits_per_model_and_day(client: httpx.AsyncClient, k
     async with client_of(gateway) as other:
         assert (await other.get("/api/usage")).json()["total"]["tasks"] == 0
     assert (await client.get("/api/usage", params={"groupBy": "key"})).status_code == 400
+    for empty in ("from", "to"):  # given but empty is refused, not read as the default
+        refused = await client.get("/api/usage", params={empty: ""})
+        assert refused.json() == {"error": f"{empty} must be an ISO 8601 date-time"}
 
 
 async def test_rate_limit_holds_at_its_boundary_under_concurrency(
