@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from app.api import callbacks, catalogue, files, health, images, metrics, tasks, uploads, usage, webhooks
+from app.api import callbacks, catalogue, files, health, images, metrics, openapi, tasks, uploads, usage, webhooks
 from app.api.guard import RefuseNul
 from app.api.shortcuts import Shortcuts, answered_from_cache
 from app.dashboard import routes as dashboard
@@ -44,7 +44,20 @@ class AppState(TypedDict):
     schema_head: str | None
 
 
-ROUTE_MODULES = (images, files, tasks, catalogue, uploads, webhooks, usage, callbacks, health, metrics, dashboard)
+ROUTE_MODULES = (
+    images,
+    files,
+    tasks,
+    catalogue,
+    uploads,
+    webhooks,
+    usage,
+    callbacks,
+    health,
+    metrics,
+    openapi,
+    dashboard,
+)
 ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
 
 
