@@ -57,7 +57,10 @@ class StatusCache:
     def get(self, task_id: str) -> CachedStatus | None:
         """The task's status, if it is known to be current."""
         entry = self._entries.get(task_id)
-        if entry is None or entry.generation != self._generation or self._outlived(entry.status):
+        if entry is None or entry.generation != self._generation:
+            return None
+        # Inline, as this is the hot path: most bodies carry no signed URL and cost no clock reading.
+        if entry.status.servable_until != math.inf and self.clock() >= entry.status.servable_until:
             return None
         self._entries.move_to_end(task_id)
         return entry.status
@@ -65,11 +68,9 @@ class StatusCache:
     def last_known(self, task_id: str) -> CachedStatus | None:
         """The last status read for the task, current or not (unless its signed URLs are running out)."""
         entry = self._entries.get(task_id)
-        return None if entry is None or self._outlived(entry.status) else entry.status
-
-    def _outlived(self, status: CachedStatus) -> bool:
-        # Most bodies carry no signed URL: they cost no clock reading.
-        return status.servable_until != math.inf and self.clock() >= status.servable_until
+        if entry is None or self.clock() >= entry.status.servable_until:
+            return None
+        return entry.status
 
     def put(self, task_id: str, status: CachedStatus, read_at_epoch: int) -> None:
         """Remember what a read found; it is current only if nothing changed since the read began."""
