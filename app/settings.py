@@ -269,7 +269,7 @@ VARIABLES = (
         "IMAGEHOOK_SECRET",
         "secret",
         _secret,
-        "derives callback tokens (>= 16 characters); required with the real Kie.ai",
+        "derives callback tokens, signs sessions and links (>= 16 characters); required with the real Kie.ai",
         shown_default=f"generated into {DEV_SECRET_FILE}",
     ),
     Variable("SWEEP_INTERVAL_S", "sweep_interval_s", _number, "sweeper period"),
