@@ -108,7 +108,7 @@ async def open_deps(
                 outbound,
                 build_providers(settings, http),
                 open_loader(engine),
-                StatusCache(settings.status_cache_size),
+                StatusCache(settings.status_cache_size, clock=lambda: clock().timestamp()),
                 open_raw_writer(settings.database_url, settings.database_timeout_s, write_lock),
                 clock=clock,
                 write_lock=write_lock,

@@ -91,6 +91,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # The operator's credential for /dashboard (app/dashboard/); no dashboard while unset.
     admin_key: str | None = field(default=None, repr=False)
+    # Signed file URLs in status objects work at least this long after the read; read tokens this long.
+    signed_url_ttl_s: float = 3600.0
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -267,7 +269,7 @@ VARIABLES = (
         "IMAGEHOOK_SECRET",
         "secret",
         _secret,
-        "derives callback tokens (>= 16 characters); required with the real Kie.ai",
+        "derives callback tokens, signs sessions and links (>= 16 characters); required with the real Kie.ai",
         shown_default=f"generated into {DEV_SECRET_FILE}",
     ),
     Variable("SWEEP_INTERVAL_S", "sweep_interval_s", _number, "sweeper period"),
@@ -308,4 +310,5 @@ VARIABLES = (
     Variable("ACCESS_LOG", "access_log", _flag, "one log line per request (yes/no)"),
     Variable("METRICS_TOKEN", "metrics_token", _given, "bearer token GET /metrics requires (unset: open)"),
     Variable("IMAGEHOOK_ADMIN_KEY", "admin_key", _admin_key, "the operator's key for /dashboard (unset: no dashboard)"),
+    Variable("SIGNED_URL_TTL_S", "signed_url_ttl_s", _positive, "lifetime of signed file URLs and read tokens"),
 )

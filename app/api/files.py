@@ -21,6 +21,7 @@ from app.errors import NotFound, Unavailable
 from app.inbound import url_values as query
 from app.outbox import copies
 from app.outbox.storage import StoreUnavailable, open_storage
+from app.tasks import links
 
 if TYPE_CHECKING:
     from app.outbox.object_store import S3Storage
@@ -28,13 +29,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # A stored copy never changes under its URL, so clients and their caches may keep it for good;
-# private, because only the task's owner may read it.
+# private, because only the task's owner (or a holder of its signed URL) may read it.
 CACHE_CONTROL = "private, max-age=31536000, immutable"
 MAX_IMAGE_INDEX = 999  # far more images than any task has
 
 
 async def stored_file(request: Request) -> Response:
-    return await serve_copy(request, await owner_of(request))
+    """For its owner's key, or for anyone holding the file's signed URL (`?token=`, app/tasks/links.py)."""
+    token = request.query_params.get("token")
+    if token is None:
+        return await serve_copy(request, await owner_of(request))
+    deps: Deps = request.state.deps
+    path = request.path_params
+    links.check_file_token(deps.settings, path["task_id"], path["n"], token, deps.clock().timestamp())
+    response = await serve_copy(request, None)
+    # The token is the whole credential (no cookie counts), so pages of any origin may read the file.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 async def serve_copy(request: Request, owner: int | None) -> Response:

@@ -15,6 +15,7 @@ import time
 
 from starlette.requests import Request
 
+from app import signing
 from app.api.auth import bearer_key
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.keys import authenticate
@@ -22,6 +23,7 @@ from app.settings import Settings
 
 COOKIE = "imagehook_admin"
 SESSION_S = 12 * 3600
+SESSION_PURPOSE = "dashboard"
 OFF = "The dashboard is off: set IMAGEHOOK_ADMIN_KEY to turn it on"
 SIGN_IN = "Sign in to the dashboard with the admin key (IMAGEHOOK_ADMIN_KEY)"
 NOT_ADMIN = "This needs the admin key (IMAGEHOOK_ADMIN_KEY); client keys cannot open the dashboard"
@@ -44,18 +46,17 @@ def session_cookie(settings: Settings, now: float | None = None) -> str:
 
 
 def _signed(settings: Settings, expires: int) -> str:
-    key_digest = hashlib.sha256(admin_key(settings).encode()).hexdigest()
-    message = f"dashboard:{expires}:{key_digest}".encode()
-    return f"{expires}.{hmac.new(settings.secret.encode(), message, hashlib.sha256).hexdigest()}"
+    return signing.expiring_token(settings.secret, SESSION_PURPOSE, expires, _admin_key_digest(settings))
+
+
+def _admin_key_digest(settings: Settings) -> str:
+    return hashlib.sha256(admin_key(settings).encode()).hexdigest()
 
 
 def valid_session(settings: Settings, cookie: str, now: float | None = None) -> bool:
-    expires, _, _ = cookie.partition(".")
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
-        return False
-    if int(expires) < (time.time() if now is None else now):
-        return False
-    return hmac.compare_digest(_signed(settings, int(expires)).encode(), cookie.encode("utf-8", "replace"))
+    now = time.time() if now is None else now
+    verdict = signing.check_token(settings.secret, SESSION_PURPOSE, cookie, now, _admin_key_digest(settings))
+    return verdict is signing.TokenCheck.VALID
 
 
 async def require_admin(request: Request) -> None:

@@ -18,7 +18,7 @@ from app.inbound import url_values as query
 from app.inbound.untrusted import load_json
 from app.providers.catalogue import MODELS
 from app.tasks.domain import State
-from app.tasks.status import status_body
+from app.tasks.status import client_status
 
 # On PostgreSQL, ids are handed out at insert but become visible at commit, so a later id can
 # appear before an earlier one. The feed shows only events older than this, by which time
@@ -72,9 +72,9 @@ async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dic
     async with deps.sessions() as session:
         tasks = list((await session.execute(stmt)).scalars())
     more = len(tasks) > limit
-    tasks = tasks[:limit]
+    tasks, now = tasks[:limit], deps.clock().timestamp()
     return {
-        "tasks": [status_body(task, deps.settings.public_base_url) for task in tasks],
+        "tasks": [client_status(task, deps.settings, now)[0] for task in tasks],
         "nextCursor": encode_cursor(tasks[-1]) if more else None,
     }
 

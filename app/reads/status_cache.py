@@ -12,11 +12,17 @@ An entry is only ever served as current while something guarantees it is:
 
 Dropped entries are kept, though, as the last status this process knew of each task: while
 the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.
+
+A body carrying signed URLs is never served, current or last known, once those URLs have less than
+their promised lifetime left (`servable_until`, app/tasks/links.py): the next read signs anew.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,6 +32,7 @@ class CachedStatus:
     owner: int  # api key id: the entry is only ever served to the task's owner
     terminal: bool
     body: bytes  # the status object as JSON
+    servable_until: float = math.inf  # Unix time; finite when the body carries signed URLs
 
 
 class _Entry(NamedTuple):
@@ -37,8 +44,9 @@ DROPPED = -1  # the generation of an entry that is no longer current
 
 
 class StatusCache:
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.time) -> None:
         self.max_entries = max_entries
+        self.clock = clock  # Unix time, for servable_until
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._enabled = False
         # Bumped by clear(): every entry stored before is no longer current, in one step.
@@ -51,13 +59,18 @@ class StatusCache:
         entry = self._entries.get(task_id)
         if entry is None or entry.generation != self._generation:
             return None
+        # Inline, as this is the hot path: most bodies carry no signed URL and cost no clock reading.
+        if entry.status.servable_until != math.inf and self.clock() >= entry.status.servable_until:
+            return None
         self._entries.move_to_end(task_id)
         return entry.status
 
     def last_known(self, task_id: str) -> CachedStatus | None:
-        """The last status read for the task, current or not."""
+        """The last status read for the task, current or not (unless its signed URLs are running out)."""
         entry = self._entries.get(task_id)
-        return None if entry is None else entry.status
+        if entry is None or self.clock() >= entry.status.servable_until:
+            return None
+        return entry.status
 
     def put(self, task_id: str, status: CachedStatus, read_at_epoch: int) -> None:
         """Remember what a read found; it is current only if nothing changed since the read began."""

@@ -7,12 +7,12 @@ read is up to the provider that owns the callback's route.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app import signing
 from app.db.tables import CallbackEvent
 from app.db.task_writer import TaskWriter
 from app.deps import Deps
@@ -111,7 +111,7 @@ def _verify_and_read(
     deps: Deps, owner: CallbackRoutes, route: str, task_id: str, token: str, headers: Mapping[str, str], raw: bytes
 ) -> tuple[Verdict, Update | None]:
     expected = callback_token(deps.settings.secret, task_id)
-    if not hmac.compare_digest(expected.encode(), token.encode()):
+    if not signing.matches(expected, token):
         return REJECTED_TOKEN, None
     try:
         return Verdict(200, "accepted"), owner.read(route, headers, raw, deps.clock())

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from app.db.outage import stale_if_error
 from app.db.tables import Task
@@ -16,6 +17,8 @@ from app.observe import metrics
 from app.reads.loader import TaskStatus
 from app.reads.status_cache import CachedStatus
 from app.reads.watch import sleep_until_changed
+from app.settings import Settings
+from app.tasks import links
 from app.tasks.domain import State
 
 log = logging.getLogger(__name__)
@@ -25,18 +28,23 @@ UPSTREAM_URL_LIFETIME = timedelta(hours=24)
 
 
 async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
-    """The task's status object, as JSON: from the status cache, else from the database; while the
-    database is unavailable, the last one this process knew (DatabaseUnavailable if it knew none)."""
-    cached = deps.status_cache.get(task_id)
-    if cached is not None:
-        metrics.CACHE_HITS.inc()
-    else:
-        metrics.CACHE_MISSES.inc()
-        cached = await stale_if_error(load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id))
+    """The task's status object, as JSON, if the task is api_key_id's (see current_status)."""
+    cached = await current_status(deps, task_id)
     if cached.owner != api_key_id:
         metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")  # the same answer as for no task at all
     return cached
+
+
+async def current_status(deps: Deps, task_id: str) -> CachedStatus:
+    """The task's status object, whoever owns it: from the status cache, else from the database; while
+    the database is unavailable, the last one this process knew (DatabaseUnavailable if it knew none)."""
+    cached = deps.status_cache.get(task_id)
+    if cached is not None:
+        metrics.CACHE_HITS.inc()
+        return cached
+    metrics.CACHE_MISSES.inc()
+    return await stale_if_error(load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id))
 
 
 async def load_status(deps: Deps, task_id: str) -> CachedStatus:
@@ -45,8 +53,8 @@ async def load_status(deps: Deps, task_id: str) -> CachedStatus:
     if row is None:
         metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")
-    body = encode_json(status_body(row, deps.settings.public_base_url))
-    cached = CachedStatus(row.api_key_id, State(row.state).terminal, body)
+    content, servable_until = client_status(row, deps.settings, deps.clock().timestamp())
+    cached = CachedStatus(row.api_key_id, State(row.state).terminal, encode_json(content), servable_until)
     deps.status_cache.put(task_id, cached, epoch)
     return cached
 
@@ -108,6 +116,28 @@ def status_body(task: Task | TaskStatus, public_base_url: str) -> dict[str, obje
         "createdAt": task.created_at.isoformat(),
         "updatedAt": task.updated_at.isoformat(),
     }
+
+
+def client_status(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:
+    """The status object a client reads: status_body and its signed links; and until when it may be served."""
+    signed, servable_until = signed_links(task, settings, now)
+    return status_body(task, settings.public_base_url) | signed, servable_until
+
+
+def signed_links(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:
+    """`signedImageUrls`, the images as `imageUrls` has them, imagehook's copies with a token that
+    lets a browser fetch them without a key (the provider's URLs need none), and when those tokens
+    expire; and until when a body carrying them may be served (app/tasks/links.py)."""
+    urls = image_urls(task, settings.public_base_url) if task.state == State.SUCCESS else []
+    stored = set(task.stored_images).intersection(range(len(urls)))
+    if not stored:
+        return {"signedImageUrls": urls, "signedUrlsExpireAt": None}, math.inf
+    ttl_s = settings.signed_url_ttl_s
+    expires = links.signing_expiry(now, ttl_s)
+    for n in stored:
+        urls[n] += "?token=" + links.file_token(settings.secret, task.id, n, expires)
+    signed = {"signedImageUrls": urls, "signedUrlsExpireAt": datetime.fromtimestamp(expires, UTC).isoformat()}
+    return signed, links.servable_until(expires, ttl_s)
 
 
 def image_urls(task: Task | TaskStatus, public_base_url: str) -> list[str]:

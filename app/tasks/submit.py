@@ -6,14 +6,13 @@ committed first, sent outside any transaction, and its answer recorded in a new 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from app import signing
 from app.db import queries
 from app.db.tables import IdempotencyKey, Task
 from app.deps import Deps
@@ -41,8 +40,7 @@ def callback_token(secret: str, task_id: str) -> str:
     """The per-task secret in a callback URL: derived, so nothing extra is stored.
 
     The same for every provider's routes; its fixed prefix keeps the URLs already handed out valid."""
-    digest = hmac.new(secret.encode(), f"kie-callback:{task_id}".encode(), hashlib.sha256).hexdigest()
-    return digest[:40]
+    return signing.digest(secret, "kie-callback", task_id)[:40]
 
 
 def callback_url(deps: Deps, task_id: str, api: Api) -> str | None:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_e2e_flow import submit
 from tests.support.gateways import EMULATOR_API_KEY, ClientOf, Emulator, StartGateway, gateway_env, wait_for_state
-from tests.support.servers import free_port
-from tests.support.waiting import wait_until
+from tests.support.servers import ProcessServer, free_port
 
 
 async def scrape(http: httpx.AsyncClient, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -98,26 +94,17 @@ async def test_every_response_names_its_request(start_gateway: StartGateway) -> 
     assert unknown.status_code == 404 and unknown.headers["x-request-id"]
 
 
-async def answers(http: httpx.AsyncClient) -> bool:
-    try:
-        return (await http.get("/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 async def test_json_logs_carry_request_ids_and_never_a_secret(
     database_url: str, emulator, kie: Emulator, make_client_key, tmp_path: Path
 ) -> None:
     port, log_file = free_port(), tmp_path / "gateway.log"
     env = gateway_env(database_url, emulator.url, port, LOG_FORMAT="json", ACCESS_LOG="1", WEBHOOK_ALLOW_PRIVATE="1")
-    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    with log_file.open("wb") as sink:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT)
+    server = ProcessServer(env, port, log_file=log_file)
     key = await make_client_key("logged")
-    base = f"http://127.0.0.1:{port}"
+    base = server.url
     try:
+        await asyncio.to_thread(server.start)
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key.key}"}) as client:
-            await wait_until(lambda: answers(client), bool, timeout=20)
             await kie.set_faults(generate_s=0.2)
             task_id = await submit(client, webhookUrl=f"{base}/healthz")
             await wait_for_state(client, task_id, {"success"})
@@ -127,8 +114,7 @@ async def test_json_logs_carry_request_ids_and_never_a_secret(
             assert forged.status_code == 401
             await asyncio.sleep(1)  # the webhook attempt and its log line
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 20)
+        await asyncio.to_thread(server.stop)
     text = log_file.read_text()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     (job,) = [job for job in await kie.tasks() if job.get("callBackUrl", "").startswith(base)]

@@ -40,7 +40,7 @@ GENERATE_BODIES = st.dictionaries(st.sampled_from(GENERATE_FIELDS) | ANY_TEXT, J
 URL_VALUES = st.binary(max_size=30).map(lambda raw: quote_from_bytes(raw, safe=""))
 QUERY_NAMES = [
     "taskId", "wait", "limit", "cursor", "state", "model", "createdAfter",
-    "after", "from", "to", "groupBy",
+    "after", "from", "to", "groupBy", "token",
 ]  # fmt: skip
 QUERIES = st.dictionaries(st.sampled_from(QUERY_NAMES) | URL_VALUES, URL_VALUES, max_size=4)
 # What h11 sends as a header value: printable ASCII, no surrounding spaces.
@@ -99,6 +99,16 @@ async def test_any_path_segments(client: httpx.AsyncClient, first: str, second: 
     assert_answered_well(await client.post(f"/api/webhooks/deliveries/{first}/retry"))
     if first.startswith("ih_") is False:  # an existing task would open an event stream
         assert_answered_well(await client.get(f"/api/images/tasks/{first}/events"))
+
+
+@FUZZ
+@given(task=URL_VALUES, n=URL_VALUES, token=URL_VALUES | st.from_regex(r"[0-9]{1,14}\.[0-9a-f]{0,66}", fullmatch=True))
+async def test_any_token_on_the_browser_links(client: httpx.AsyncClient, task: str, n: str, token: str) -> None:
+    task, n = task or "x", n or "0"
+    assert_answered_well(await client.get(f"/api/images/{task}/files/{n}?token={token}"))
+    # No token the fuzz can make is genuine, so no event stream opens.
+    assert_answered_well(await client.get(f"/api/images/tasks/{task}/events?token={token}"))
+    assert_answered_well(await client.post(f"/api/images/tasks/{task}/read-token"))
 
 
 @FUZZ

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,16 +84,22 @@ def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class ProcessServer:
-    """`python -m app serve` in a child process, so a test can SIGKILL it mid-flight."""
+    """`python -m app serve` in a child process, so a test can SIGKILL it mid-flight, or read its whole
+    log (`log_file`: where its output goes)."""
 
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env, self.port = env, port
+    def __init__(self, env: dict[str, str], port: int, log_file: Path | None = None) -> None:
+        self.env, self.port, self.log_file = env, port, log_file
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ProcessServer:
         command = [sys.executable, "-m", "app", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, env={**os.environ, **self.env})
+        if self.log_file is None:
+            self.process = subprocess.Popen(command, env={**os.environ, **self.env})
+        else:
+            with self.log_file.open("ab") as sink:
+                output = {"stdout": sink, "stderr": subprocess.STDOUT}
+                self.process = subprocess.Popen(command, env={**os.environ, **self.env}, **output)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
