@@ -9,6 +9,8 @@ An entry is only ever served as current while something guarantees it is:
   watcher (app/reads/watch.py) drops those tasks' entries within FRESHNESS_POLL_S; while it is not
   running no entry is current, and if it fell so far behind that changes were pruned unread, none
   stored before is.
+A queued task's entry is current for at most a second (CachedStatus.expires_at): its place in line moves
+with other tasks' sends, which drop nothing here.
 
 Dropped entries are kept, though, as the last status this process knew of each task: while
 the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.
@@ -16,6 +18,7 @@ the database is unavailable, a read is answered with that (stale-if-error) inste
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -26,6 +29,9 @@ class CachedStatus:
     owner: int  # api key id: the entry is only ever served to the task's owner
     terminal: bool
     body: bytes  # the status object as JSON
+    # time.monotonic() past which it is no longer current though nothing dropped it: a queued task's
+    # place in line moves as other tasks are sent, without its own row changing. None: until dropped.
+    expires_at: float | None = None
 
 
 class _Entry(NamedTuple):
@@ -50,6 +56,8 @@ class StatusCache:
         """The task's status, if it is known to be current."""
         entry = self._entries.get(task_id)
         if entry is None or entry.generation != self._generation:
+            return None
+        if entry.status.expires_at is not None and entry.status.expires_at < time.monotonic():
             return None
         self._entries.move_to_end(task_id)
         return entry.status
