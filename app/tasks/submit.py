@@ -155,7 +155,7 @@ async def send_task(deps: Deps, task: Task) -> None:
             deps, task.id, Update(State.FAIL, fail_code="invalid", fail_msg=f"Request {problem}"), "submit"
         )
         return
-    if not await waiting_to_be_sent(deps, task.id):  # canceled since it was claimed: never sent
+    if not await still_to_send(deps, task.id):  # canceled since it was claimed: never sent
         return
     slot = await throttle.take_slot(deps, spec.api.provider)
     if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
@@ -238,6 +238,6 @@ def deadline(deps: Deps, task: Task) -> datetime:
     return timeout if task.cancel_at is None else min(timeout, task.cancel_at)
 
 
-async def waiting_to_be_sent(deps: Deps, task_id: str) -> bool:
+async def still_to_send(deps: Deps, task_id: str) -> bool:
     async with deps.sessions() as session:
         return await queries.is_unsent(session, task_id)
