@@ -21,6 +21,10 @@ from app.tasks.validation import parse_generate
 MAX_WAIT_S = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=([0-9]{1,6})")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# Replicate's convention: seconds (`90`, `1.5`), or hours, minutes and seconds in that order (`1h30m`, `45s`).
+NUMBER = r"[0-9]{1,6}(?:\.[0-9]{1,3})?"
+CANCEL_AFTER = re.compile(rf"({NUMBER})|(?=[0-9])(?:({NUMBER})h)?(?:({NUMBER})m)?(?:({NUMBER})s)?")
+CANCEL_AFTER_BOUNDS_S = (1, 24 * 3600)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -34,6 +38,23 @@ def preferred_wait(request: Request) -> int | None:
     """`Prefer: wait=N` (RFC 7240); a preference, so more than 60 is served as 60."""
     match = PREFER_WAIT.search(request.headers.get("prefer", ""))
     return min(int(match.group(1)), MAX_WAIT_S) if match else None
+
+
+def cancel_after(request: Request) -> float | None:
+    """`Cancel-After`: how long after its submission an unfinished task is canceled, in seconds."""
+    raw = request.headers.get("cancel-after")
+    if raw is None:
+        return None
+    found = CANCEL_AFTER.fullmatch(raw.strip())
+    seconds, hours, minutes, rest = (float(part or 0) for part in found.groups()) if found else (-1, 0, 0, 0)
+    total = seconds + hours * 3600 + minutes * 60 + rest
+    low, high = CANCEL_AFTER_BOUNDS_S
+    if not low <= total <= high:
+        raise BadRequest(
+            f"Cancel-After must be a duration from {low}s to {high // 3600}h: seconds (90) or hours, minutes"
+            " and seconds (30s, 5m, 1h30m)"
+        )
+    return total
 
 
 def query_wait(request: Request) -> float | None:
@@ -60,12 +81,14 @@ def submission_outcome(exc: GatewayError) -> str:
 async def generate(request: Request) -> JSONResponse:
     deps: Deps = request.state.deps
     owner = await owner_of(request)
-    key, wait = idempotency_key(request), preferred_wait(request)
+    key, wait, deadline_s = idempotency_key(request), preferred_wait(request), cancel_after(request)
     model = "unknown"  # until the body names a model of the catalogue: labels stay bounded
     try:
         submission = parse_generate(await read_json(request, deps.settings.max_body_bytes))
         model = submission.model.name
-        task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+        task_id = await submit.submit_task(
+            deps, api_key_id=owner, submission=submission, idempotency_key=key, cancel_after_s=deadline_s
+        )
     except GatewayError as exc:
         metrics.labelled(metrics.TASKS_SUBMITTED, model, submission_outcome(exc)).inc()
         raise

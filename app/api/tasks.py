@@ -1,12 +1,14 @@
-"""A client's tasks: listing, the catch-up feed, one task's changes as Server-Sent Events, and read tokens."""
+"""A client's tasks: listing, the catch-up feed, one task's changes as Server-Sent Events, read
+tokens for browsers, and canceling one."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.api.auth import owner_of
@@ -14,7 +16,10 @@ from app.deps import Deps
 from app.inbound import url_values as query
 from app.reads import listing
 from app.tasks import links
+from app.tasks.cancel import cancel_task
 from app.tasks.status import current_status, read_status, status_changes
+
+ALREADY_FINISHED = "Task has already finished; only a pending or processing task can be canceled"
 
 KEEPALIVE_S = 15.0  # keeps proxies from closing a quiet stream
 
@@ -82,9 +87,21 @@ async def _sse(deps: Deps, owner: int, task_id: str) -> AsyncIterator[str]:
             yield f"event: status\ndata: {status.body.decode()}\n\n"
 
 
+async def cancel(request: Request) -> Response:
+    """200 with the canceled task's status (also when it was canceled before); 409 with the status of
+    a task that had finished otherwise."""
+    owner, task_id = await owner_of(request), request.path_params["task_id"]
+    query.task_id(task_id)
+    status, canceled = await cancel_task(request.state.deps, api_key_id=owner, task_id=task_id)
+    if canceled:
+        return Response(status.body, media_type="application/json")
+    return JSONResponse({"error": ALREADY_FINISHED} | json.loads(status.body), status_code=409)
+
+
 routes = [
     Route("/api/images/tasks", list_tasks, methods=["GET"]),
     Route("/api/images/events", events_feed, methods=["GET"]),
     Route("/api/images/tasks/{task_id}/events", task_events, methods=["GET"]),
     Route("/api/images/tasks/{task_id}/read-token", read_token, methods=["POST"]),
+    Route("/api/images/tasks/{task_id}/cancel", cancel, methods=["POST"]),
 ]

@@ -1,4 +1,4 @@
-"""Python client for imagehook: submit, long-poll, download, and verify the webhooks it sends.
+"""Python client for imagehook: submit, long-poll, cancel, download, and verify the webhooks it sends.
 
 `Imagehook` (sync) and `AsyncImagehook` differ only in how they send: both build every request with
 the same `_Base` method, read every answer with the same parser, and wait on the same `Waiter`.
@@ -55,6 +55,15 @@ def parse_json(response: httpx.Response) -> dict[str, Any]:
     return response.json()
 
 
+def parse_cancel(response: httpx.Response) -> dict[str, Any]:
+    """A cancel's answer: the task's status, canceled, or as it finished first (409, with the status)."""
+    if response.status_code == 409:
+        body = response.json()
+        if "taskId" in body:
+            return {name: value for name, value in body.items() if name != "error"}
+    return parse_json(response)
+
+
 def parse_bytes(response: httpx.Response) -> bytes:
     _raise_for_error(response)
     return response.content
@@ -72,6 +81,11 @@ def _raise_for_error(response: httpx.Response) -> None:
 
 def _seconds(wait: float) -> int:
     return max(0, math.ceil(wait))
+
+
+def _duration(cancel_after: float | str) -> str:
+    """Cancel-After's value: a number of seconds as it is, or a duration the server reads (`5m`, `1h30m`)."""
+    return f"{cancel_after:g}" if isinstance(cancel_after, int | float) else cancel_after
 
 
 class Waiter:
@@ -124,12 +138,20 @@ class _Base:
         self._http = make_http() if http is None else http
 
     def _generate_request(
-        self, prompt: str, model: str | None, key: str | None, wait: float | None, fields: Mapping[str, Any]
+        self,
+        prompt: str,
+        model: str | None,
+        key: str | None,
+        wait: float | None,
+        cancel_after: float | str | None,
+        fields: Mapping[str, Any],
     ) -> dict[str, Any]:
         # A key even when the caller gives none, so the automatic retry can never create a second task.
         headers = self._auth() | {"Idempotency-Key": key or str(uuid.uuid4())}
         if wait is not None:
             headers["Prefer"] = f"wait={_seconds(wait)}"
+        if cancel_after is not None:
+            headers["Cancel-After"] = _duration(cancel_after)
         given = {"prompt": prompt, "model": model, **fields}
         body = {name: value for name, value in given.items() if value is not None}
         return self._request("POST", f"{self.base_url}/api/images/generate", wait, headers=headers, json=body)
@@ -139,6 +161,10 @@ class _Base:
         if wait is not None:
             params["wait"] = _seconds(wait)
         return self._request("GET", f"{self.base_url}/api/images/status", wait, headers=self._auth(), params=params)
+
+    def _cancel_request(self, task_id: str) -> dict[str, Any]:
+        url = f"{self.base_url}/api/images/tasks/{task_id}/cancel"
+        return self._request("POST", url, None, headers=self._auth())
 
     def _download_request(self, url: str) -> dict[str, Any]:
         # The key goes to imagehook's own copies (owner only), never to a provider's storage.
@@ -158,7 +184,8 @@ class Imagehook(_Base):
     """Synchronous client; a context manager. `timeout` is per request, on top of any server-side wait.
 
     Pass `http` to share a client (it is then not closed here). Every request is retried once on a
-    connection error or timeout: all of them are GETs or carry an Idempotency-Key.
+    connection error or timeout: all of them are GETs, carry an Idempotency-Key, or are cancels (a
+    second cancel answers as the first did).
     """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0, http: httpx.Client | None = None):
@@ -181,13 +208,17 @@ class Imagehook(_Base):
         model: str | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        cancel_after: float | str | None = None,
         **fields: Any,
     ) -> Status:
         """Submit a task: {"taskId"}, or with `wait` (≤ 60 s) its status once terminal or when the wait ends.
 
-        `fields` are the other request fields by their API names (aspectRatio=, imageInput=[...], ...).
+        `cancel_after` (seconds, or a duration such as "5m" or "1h30m") cancels the task if it has not
+        finished that long after submission (the `Cancel-After` header). `fields` are the other request
+        fields by their API names (aspectRatio=, imageInput=[...], ...).
         """
-        return parse_json(self._send(self._generate_request(prompt, model, idempotency_key, wait, fields)))
+        request = self._generate_request(prompt, model, idempotency_key, wait, cancel_after, fields)
+        return parse_json(self._send(request))
 
     def status(self, task_id: str, *, wait: float | None = None) -> Status:
         """The task's status; with `wait` (≤ 60 s) the server answers as soon as it is terminal."""
@@ -201,6 +232,10 @@ class Imagehook(_Base):
             if waiter.finished(status):
                 return status
             time.sleep(waiter.pause())
+
+    def cancel(self, task_id: str) -> Status:
+        """Cancel the task; its status: `fail` with failCode "canceled", or as it finished if it finished first."""
+        return parse_cancel(self._send(self._cancel_request(task_id)))
 
     def download(self, url: str) -> bytes:
         return parse_bytes(self._send(self._download_request(url)))
@@ -235,9 +270,11 @@ class AsyncImagehook(_Base):
         model: str | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        cancel_after: float | str | None = None,
         **fields: Any,
     ) -> Status:
-        return parse_json(await self._send(self._generate_request(prompt, model, idempotency_key, wait, fields)))
+        request = self._generate_request(prompt, model, idempotency_key, wait, cancel_after, fields)
+        return parse_json(await self._send(request))
 
     async def status(self, task_id: str, *, wait: float | None = None) -> Status:
         return parse_json(await self._send(self._status_request(task_id, wait)))
@@ -249,6 +286,9 @@ class AsyncImagehook(_Base):
             if waiter.finished(status):
                 return status
             await asyncio.sleep(waiter.pause())
+
+    async def cancel(self, task_id: str) -> Status:
+        return parse_cancel(await self._send(self._cancel_request(task_id)))
 
     async def download(self, url: str) -> bytes:
         return parse_bytes(await self._send(self._download_request(url)))

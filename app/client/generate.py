@@ -38,6 +38,9 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--image", dest="imageInput", metavar="URL", nargs="+", action="extend", help="input images; default: none"
     )
+    generate.add_argument(
+        "--cancel-after", metavar="D", help="cancel the task if unfinished after D (90, 30s, 5m, 1h30m); default: never"
+    )
     generate.add_argument("--wait", action="store_true", help="wait for the task and print its image URL(s)")
     generate.add_argument(
         "--out",
@@ -77,7 +80,7 @@ def run_generate(args: argparse.Namespace, connect: Connect = Imagehook) -> None
 def _generate(client: Imagehook, args: argparse.Namespace) -> int:
     started = time.monotonic()
     fields = {field: getattr(args, field) for field in FIELDS}
-    task_id = client.generate(args.prompt, model=args.model, **fields)["taskId"]
+    task_id = client.generate(args.prompt, model=args.model, cancel_after=args.cancel_after, **fields)["taskId"]
     print(task_id, flush=True)
     if not (args.wait or args.out):
         return 0

@@ -58,6 +58,12 @@ SECURITY_SCHEMES = {
     "cookie": {"type": "apiKey", "in": "cookie", "name": "auth_token", "description": "The same key, as a cookie."},
     "admin": {"type": "http", "scheme": "bearer", "description": "IMAGEHOOK_ADMIN_KEY."},
     "adminSession": {"type": "apiKey", "in": "cookie", "name": "imagehook_admin"},
+    "token": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "A signed image URL's token (signedImageUrls), or a task's read token (POST .../read-token).",
+    },
     "metricsToken": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN, when set."},
 }
 
@@ -126,14 +132,25 @@ def client_paths() -> dict[str, Any]:
                 "taskEvents",
                 "A task's status as Server-Sent Events, until it is done",
                 ["tasks"],
-                parameters=[TASK_ID_PATH],
+                parameters=[TASK_ID_PATH, TOKEN_QUERY],
                 answers={
                     200: event_stream("Each new status; comments keep the stream alive.", "status", ref("TaskStatus"))
                 },
-                errors=(400, 401, 404, 503),
+                errors=(400, 401, 403, 404, 503),
+                security=[*CLIENT, {"token": []}],
             )
         },
-        "/api/images/{task_id}/files/{n}": {"get": file_operation("getFile", CLIENT)},
+        "/api/images/tasks/{task_id}/read-token": {
+            "post": operation(
+                "readToken",
+                "A token that opens this task's event stream without a key, for EventSource",
+                ["tasks"],
+                parameters=[TASK_ID_PATH],
+                answers={200: json_answer("The token, and the stream's URL with it.", ref("ReadToken"))},
+                errors=(400, 401, 403, 404, 503),
+            )
+        },
+        "/api/images/{task_id}/files/{n}": {"get": file_operation("getFile", [*CLIENT, {"token": []}], [TOKEN_QUERY])},
         "/api/images/models": {
             "get": operation(
                 "listModels",
@@ -365,7 +382,7 @@ def admin_json(op_id: str, summary: str, schema: str, parameters: list[Any] | No
     }
 
 
-def file_operation(op_id: str, security: list[Any]) -> dict[str, Any]:
+def file_operation(op_id: str, security: list[Any], extra: list[Any] | None = None) -> dict[str, Any]:
     image = {"description": "The image.", "content": {kind: BINARY for kind in IMAGE_TYPES}}
     return operation(
         op_id,
@@ -376,6 +393,7 @@ def file_operation(op_id: str, security: list[Any]) -> dict[str, Any]:
             path("n", {"type": "integer", "minimum": 0, "maximum": MAX_IMAGE_INDEX}),
             header("If-None-Match", shapes.STRING),
             header("Range", shapes.STRING),
+            *(extra or []),
         ],
         answers={
             200: image,
@@ -461,6 +479,7 @@ CHANGE = shapes.record({"id": shapes.INTEGER, "taskId": shapes.STRING, "state": 
 BINARY = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
 TASK_ID_SCHEMA = {"type": "string", "pattern": f"^{TASK_ID.pattern}$"}
 TASK_ID_PATH = path("task_id", TASK_ID_SCHEMA)
+TOKEN_QUERY = query("token", shapes.STRING, "Instead of a key: the token of a signed URL or a read token.")
 TASK_ID_QUERY = query("taskId", TASK_ID_SCHEMA) | {"required": True}
 IDEMPOTENCY_HEADER = header(
     "Idempotency-Key",

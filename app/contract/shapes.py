@@ -41,6 +41,8 @@ TASK_STATUS = record(
         "model": STRING,
         "createdAt": TIME,
         "updatedAt": TIME,
+        "signedImageUrls": {"type": "array", "items": URL},
+        "signedUrlsExpireAt": nullable(TIME),
     },
     "A task as its client sees it. Image URLs are imagehook's own copies once stored; until then the "
     "provider's, which expire at expiresAt.",
@@ -148,6 +150,10 @@ SCHEMAS: dict[str, Any] = {
         "Where the image now is, for imageInput, until expiresAt.",
     ),
     "Catalogue": record({"default": STRING, "models": {"type": "array", "items": MODEL}}),
+    "ReadToken": record(
+        {"token": STRING, "expiresAt": TIME, "eventsUrl": URL},
+        "Opens this task's event stream without a key (`?token=`), until expiresAt.",
+    ),
     "CallbackReceived": record({"code": INTEGER, "msg": STRING}),
     "Health": record({"status": STRING}),
     "Readiness": {"type": "object", "properties": {"status": STRING}, "required": ["status"]},

@@ -55,6 +55,14 @@ async def record_submission(
     return (bound, State(state)) if bound not in (None, upstream_id) else None
 
 
+async def is_unsent(session: AsyncSession, task_id: str) -> bool:
+    """The task is still to be sent upstream: not sent, and not finished (by a cancel, say)."""
+    stmt = select(Task.id).where(
+        Task.id == task_id, Task.upstream_id.is_(None), Task.state.not_in([s.value for s in TERMINAL])
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def reschedule(session: AsyncSession, task_id: str, next_check_at: datetime, **counters: int) -> None:
     """Set when the sweeper looks next; never revives a terminal task."""
     stmt = (

@@ -85,7 +85,8 @@ class RawTransaction(abc.ABC):
             return {}
         rows = await self.fetch(self.heads_sql(len(task_ids)), tuple(sorted(task_ids)))
         heads = [
-            TaskHead(*row[:4], json.loads(row[4]) if row[4] else [], *row[5:7], self.moment(row[7])) for row in rows
+            TaskHead(*row[:4], json.loads(row[4]) if row[4] else [], *row[5:7], self.moment(row[7]), *row[8:])
+            for row in rows
         ]
         return {head.id: head for head in heads}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -61,12 +61,26 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None]
 
 
+# Not yet sent upstream, and not finished (a finished task has no next_check_at): the tasks in line for a create.
+IN_LINE = "upstream_id IS NULL AND next_check_at IS NOT NULL"
+
+
 class Task(Base):
     __tablename__ = "tasks"
     # Listing: a client's tasks newest first, paged by (created_at, id); the dashboard: everyone's.
+    # The send queue: each provider's tasks in line, in the order the sweeper sends them (a place is counted here).
     __table_args__ = (
         Index("ix_tasks_api_key_id_created_at_id", "api_key_id", "created_at", "id"),
         Index("ix_tasks_created_at_id", "created_at", "id"),
+        Index(
+            "ix_tasks_send_queue",
+            "provider",
+            "next_check_at",
+            "created_at",
+            "id",
+            sqlite_where=text(IN_LINE),
+            postgresql_where=text(IN_LINE),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -91,6 +105,8 @@ class Task(Base):
     # When the sweeper should next look at this task; NULL once terminal, so the
     # sweeper's index scan never touches finished tasks however many there are.
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Cancel-After: canceled at this moment unless finished by then. next_check_at never falls past it.
+    cancel_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     submitted_at: Mapped[datetime | None]

@@ -30,6 +30,7 @@ class TaskHead:
     webhook_url: str | None
     model: str
     created_at: datetime
+    fail_code: str | None  # a canceled task still records what the provider charges for it
 
 
 HEAD_COLUMNS = tuple(TaskHead.__dataclass_fields__)

@@ -115,7 +115,7 @@ async def latest_event_id(deps: Deps) -> int:
 
 def event_body(event: TaskEvent) -> dict[str, Any]:
     return {"id": event.id, "taskId": event.task_id, "state": event.to_state, "at": event.at.isoformat()} | {
-        key: event.detail[key] for key in ("imageUrls", "failMsg") if key in event.detail
+        key: event.detail[key] for key in ("imageUrls", "failMsg", "failCode") if key in event.detail
     }
 
 

@@ -27,14 +27,17 @@ MAX_BATCH = 256
 
 
 class TaskStatus(NamedTuple):
-    """The columns a status body is made of, plus the owner."""
+    """The columns a status body is made of, plus the owner. A change to any of them drops the task's
+    cached status everywhere (the triggers of migrations/versions/*_cancel_and_queue.py watch exactly these)."""
 
     id: str
     api_key_id: int
     state: str
     model: str
+    upstream_id: str | None  # none yet: the task may still be in line for a create (queuePosition)
     image_urls: list[str]
     stored_images: list[int]
+    fail_code: str | None
     fail_msg: str | None
     cost_time_ms: int | None
     created_at: datetime
@@ -164,7 +167,8 @@ def _query(task_ids: list[str], connection: sqlite3.Connection) -> list[TaskStat
 
 def _decode(row: tuple[Any, ...]) -> TaskStatus:
     """What SQLAlchemy's JSON and UTCDateTime types would make of SQLite's text (app/db/tables.py)."""
-    task_id, owner, state, model, image_urls, stored_images, fail_msg, cost_time_ms, *times = row
+    task_id, owner, state, model, upstream_id, image_urls, stored_images, *rest = row
+    fail_code, fail_msg, cost_time_ms, *times = rest
     created_at, updated_at, completed_at = (_utc(value) for value in times)
     assert created_at is not None and updated_at is not None
     return TaskStatus(
@@ -172,8 +176,10 @@ def _decode(row: tuple[Any, ...]) -> TaskStatus:
         owner,
         state,
         model,
+        upstream_id,
         _json_list(image_urls),
         _json_list(stored_images),
+        fail_code,
         fail_msg,
         cost_time_ms,
         created_at,

@@ -9,6 +9,8 @@ An entry is only ever served as current while something guarantees it is:
   watcher (app/reads/watch.py) drops those tasks' entries within FRESHNESS_POLL_S; while it is not
   running no entry is current, and if it fell so far behind that changes were pruned unread, none
   stored before is.
+A queued task's entry is current for at most a second (`servable_until`): its place in line moves
+with other tasks' sends, which drop nothing here.
 
 Dropped entries are kept, though, as the last status this process knew of each task: while
 the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.
@@ -32,7 +34,9 @@ class CachedStatus:
     owner: int  # api key id: the entry is only ever served to the task's owner
     terminal: bool
     body: bytes  # the status object as JSON
-    servable_until: float = math.inf  # Unix time; finite when the body carries signed URLs
+    # Unix time past which it is not served though nothing dropped it: finite when the body carries
+    # signed URLs, or a queued task's place in line (which moves as other tasks are sent).
+    servable_until: float = math.inf
 
 
 class _Entry(NamedTuple):
@@ -59,7 +63,7 @@ class StatusCache:
         entry = self._entries.get(task_id)
         if entry is None or entry.generation != self._generation:
             return None
-        # Inline, as this is the hot path: most bodies carry no signed URL and cost no clock reading.
+        # Inline, as this is the hot path: most bodies are servable until dropped and cost no clock reading.
         if entry.status.servable_until != math.inf and self.clock() >= entry.status.servable_until:
             return None
         self._entries.move_to_end(task_id)

@@ -26,6 +26,8 @@ class State(enum.StrEnum):
 TERMINAL = frozenset({State.SUCCESS, State.FAIL})
 _RANK = {State.PENDING: 0, State.PROCESSING: 1, State.SUCCESS: 2, State.FAIL: 2}
 TIMED_OUT_MSG = "Task timed out"
+# The failCode of a task its client canceled, or whose Cancel-After deadline passed (failMsg says which).
+CANCELED = "canceled"
 # Retry jitter has a generator of its own: nothing else's use of `random` shifts it, nor it theirs.
 JITTER = random.Random()
 

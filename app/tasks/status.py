@@ -14,17 +14,21 @@ from app.db.tables import Task
 from app.deps import Deps
 from app.errors import NotFound
 from app.observe import metrics
+from app.providers.catalogue import MODELS
 from app.reads.loader import TaskStatus
 from app.reads.status_cache import CachedStatus
 from app.reads.watch import sleep_until_changed
 from app.settings import Settings
-from app.tasks import links
+from app.tasks import links, throttle
 from app.tasks.domain import State
 
 log = logging.getLogger(__name__)
 
 
 UPSTREAM_URL_LIFETIME = timedelta(hours=24)
+# A queued task's place moves as others are sent, which changes nothing of its own: its status is
+# cached for this long at most, and its event stream looks again as often.
+QUEUED_STATUS_TTL_S = 1.0
 
 
 async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
@@ -53,10 +57,23 @@ async def load_status(deps: Deps, task_id: str) -> CachedStatus:
     if row is None:
         metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")
-    content, servable_until = client_status(row, deps.settings, deps.clock().timestamp())
+    place = await place_in_line(deps, row)
+    content, servable_until = client_status(row, deps.settings, deps.clock().timestamp(), place)
     cached = CachedStatus(row.api_key_id, State(row.state).terminal, encode_json(content), servable_until)
     deps.status_cache.put(task_id, cached, epoch)
     return cached
+
+
+async def place_in_line(deps: Deps, row: TaskStatus) -> throttle.Place | None:
+    """Where a task waiting for a place in its provider's create window stands; None for any other."""
+    spec = MODELS.get(row.model)
+    if row.upstream_id is not None or row.state != State.PENDING or spec is None:
+        return None
+    limit = throttle.limit_for(deps, spec.api.provider)
+    if limit is None:
+        return None
+    async with deps.sessions() as session:
+        return await throttle.place_in_line(session, spec.api.provider, limit, row.id, deps.clock())
 
 
 def encode_json(content: object) -> bytes:
@@ -97,31 +114,47 @@ async def status_changes(
                 yield None
             if status.terminal or deps.watch.draining:  # shutting down: the client reconnects elsewhere
                 return
-            await sleep_until_changed(changed, keepalive_s)
+            # A status served only briefly (a place in line) is looked at again as soon as it lapses.
+            lapses_in = status.servable_until - deps.clock().timestamp()
+            await sleep_until_changed(changed, min(keepalive_s, max(lapses_in, QUEUED_STATUS_TTL_S)))
 
 
-def status_body(task: Task | TaskStatus, public_base_url: str) -> dict[str, object]:
+def status_body(
+    task: Task | TaskStatus, public_base_url: str, place: throttle.Place | None = None
+) -> dict[str, object]:
     """The task as clients see it. Each image is served from imagehook's own copy once it
-    exists; until then it is the provider's URL, which expires (`expiresAt`)."""
+    exists; until then it is the provider's URL, which expires (`expiresAt`). A task waiting for a
+    place in its provider's create window also says where it stands (`place`)."""
     urls = image_urls(task, public_base_url) if task.state == State.SUCCESS else []
-    return {
+    failed = task.state == State.FAIL
+    body: dict[str, object] = {
         "taskId": task.id,
         "state": task.state,
         "imageUrl": urls[0] if urls else None,
         "imageUrls": urls,
         "expiresAt": _upstream_expiry(task) if urls and len(task.stored_images) < len(urls) else None,
-        "failMsg": task.fail_msg if task.state == State.FAIL else None,
+        "failMsg": task.fail_msg if failed else None,
+        "failCode": task.fail_code if failed else None,
         "costTime": task.cost_time_ms,
         "model": task.model,
         "createdAt": task.created_at.isoformat(),
         "updatedAt": task.updated_at.isoformat(),
     }
+    if place is not None:
+        body |= {"queuePosition": place.position, "estimatedStartAt": place.starts_at.isoformat()}
+    return body
 
 
-def client_status(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:
-    """The status object a client reads: status_body and its signed links; and until when it may be served."""
+def client_status(
+    task: Task | TaskStatus, settings: Settings, now: float, place: throttle.Place | None = None
+) -> tuple[dict[str, object], float]:
+    """The status object a client reads: status_body and its signed links; and until when it may be
+    served (Unix time): while its URLs have their promised lifetime left, and for a task in line for
+    a create slot, QUEUED_STATUS_TTL_S, as its place moves without its row changing."""
     signed, servable_until = signed_links(task, settings, now)
-    return status_body(task, settings.public_base_url) | signed, servable_until
+    if place is not None:
+        servable_until = min(servable_until, now + QUEUED_STATUS_TTL_S)
+    return status_body(task, settings.public_base_url, place) | signed, servable_until
 
 
 def signed_links(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:

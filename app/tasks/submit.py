@@ -62,9 +62,15 @@ def first_check_delay(deps: Deps, spec: ModelSpec) -> float:
 
 
 async def submit_task(
-    deps: Deps, *, api_key_id: int, submission: Submission, idempotency_key: str | None = None
+    deps: Deps,
+    *,
+    api_key_id: int,
+    submission: Submission,
+    idempotency_key: str | None = None,
+    cancel_after_s: float | None = None,
 ) -> str:
-    """Store the task, then send it. With an Idempotency-Key, a repeat returns the first task."""
+    """Store the task, then send it. With an Idempotency-Key, a repeat returns the first task. With
+    cancel_after_s (Cancel-After), the task is canceled if it has not finished that long after now."""
     provider_for(deps, submission.model)
     if submission.webhook_url:
         await webhooks.check_destination(
@@ -73,7 +79,7 @@ async def submit_task(
     fingerprint = submission.fingerprint()
     if idempotency_key and (earlier := await idempotent_task(deps, api_key_id, idempotency_key, fingerprint)):
         return earlier
-    task = new_task(deps, api_key_id, submission)
+    task = new_task(deps, api_key_id, submission, cancel_after_s)
     try:
         async with deps.write() as session:
             await limits.enforce(session, api_key_id, task.created_at, task.credit_reserve)
@@ -90,9 +96,9 @@ async def submit_task(
     return task.id
 
 
-def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
+def new_task(deps: Deps, api_key_id: int, submission: Submission, cancel_after_s: float | None = None) -> Task:
     now = deps.clock()
-    return Task(
+    task = Task(
         id=new_task_id(),
         api_key_id=api_key_id,
         provider=submission.model.api.provider,
@@ -105,12 +111,15 @@ def new_task(deps: Deps, api_key_id: int, submission: Submission) -> Task:
         webhook_url=submission.webhook_url,
         submit_attempts=0,
         check_attempts=0,
-        # Keeps the sweeper off the task while this request sends it. If the process dies before
-        # the create call returns, the sweeper sends it once this has passed (see unknown_outcome_hold).
-        next_check_at=now + unknown_outcome_hold(deps),
+        cancel_at=None if cancel_after_s is None else now + timedelta(seconds=cancel_after_s),
         created_at=now,
         updated_at=now,
     )
+    # Keeps the sweeper off the task while this request sends it. If the process dies before the create
+    # call returns, the sweeper sends it once this has passed (see unknown_outcome_hold), or cancels it
+    # at its deadline.
+    task.next_check_at = min(now + unknown_outcome_hold(deps), deadline(deps, task))
+    return task
 
 
 def _key_row(api_key_id: int, key: str, fingerprint: str, task: Task) -> dict[str, object]:
@@ -144,10 +153,12 @@ async def send_task(deps: Deps, task: Task) -> None:
             deps, task.id, Update(State.FAIL, fail_code="invalid", fail_msg=f"Request {problem}"), "submit"
         )
         return
+    if not await still_to_send(deps, task.id):  # canceled since it was claimed: never sent
+        return
     slot = await throttle.take_slot(deps, spec.api.provider)
     if slot.free_at is not None:  # the provider's create window is full: wait in line, no attempt spent
         async with deps.write() as session:
-            await queries.reschedule(session, task.id, slot.free_at)
+            await queries.reschedule(session, task.id, min(slot.free_at, deadline(deps, task)))
         return
     started = deps.clock()
     try:
@@ -220,4 +231,11 @@ def retry_before_deadline(
 
 
 def deadline(deps: Deps, task: Task) -> datetime:
-    return task.created_at + timedelta(seconds=deps.settings.task_timeout_s)
+    """When the sweeper ends the task if nothing else has: it times out, or its Cancel-After passes."""
+    timeout = task.created_at + timedelta(seconds=deps.settings.task_timeout_s)
+    return timeout if task.cancel_at is None else min(timeout, task.cancel_at)
+
+
+async def still_to_send(deps: Deps, task_id: str) -> bool:
+    async with deps.sessions() as session:
+        return await queries.is_unsent(session, task_id)

@@ -1,5 +1,6 @@
 """The fallback sweeper: sends tasks that never reached their provider, asks it about tasks
-whose callback is late or that must be polled, and times out tasks that never finish. Safe to run on every replica."""
+whose callback is late or that must be polled, cancels tasks whose Cancel-After deadline passed, and
+times out tasks that never finish. Safe to run on every replica."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.outbox.copies import copy_due
 from app.outbox.deliveries import deliver_due
 from app.providers.catalogue import MODELS, ModelSpec
 from app.tasks import submit, throttle, updates
+from app.tasks.cancel import DEADLINE_PASSED
 from app.tasks.domain import TIMED_OUT_MSG, Backoff, State, Update
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,11 @@ async def claim_tasks(
 
 
 def waiting_to_be_sent(deps: Deps, provider: str, now: datetime) -> ColumnElement[bool]:
-    """The provider's tasks not yet sent upstream, but for those past their timeout: the sweeper
-    fails those whether or not the window has room."""
+    """The provider's tasks not yet sent upstream, but for those past their timeout or deadline: the
+    sweeper ends those whether or not the window has room."""
     timed_out_before = now - timedelta(seconds=deps.settings.task_timeout_s)
-    return and_(Task.provider == provider, Task.upstream_id.is_(None), Task.created_at > timed_out_before)
+    before_deadline = or_(Task.cancel_at.is_(None), Task.cancel_at > now)
+    return and_(throttle.in_line(provider), Task.created_at > timed_out_before, before_deadline)
 
 
 async def visit_task(deps: Deps, task: Task) -> str:
@@ -85,6 +88,9 @@ async def visit_task(deps: Deps, task: Task) -> str:
 
 async def _visit(deps: Deps, task: Task) -> str:
     try:
+        if task.cancel_at is not None and deps.clock() >= task.cancel_at:
+            await updates.update_task(deps, task.id, DEADLINE_PASSED, "deadline")
+            return "deadline_passed"
         if deps.clock() >= task.created_at + timedelta(seconds=deps.settings.task_timeout_s):
             await updates.update_task(
                 deps, task.id, Update(State.FAIL, fail_code="timeout", fail_msg=TIMED_OUT_MSG), "sweep"

@@ -4,6 +4,8 @@ A provider with a create window (see CreateWindow) refuses, not queues, the crea
 Every create to such a provider first takes a slot here; without a slot, the task stays pending
 and the sweeper sends it when the window has room, oldest first. The sweeper claims only as many
 waiting tasks as the window has places for (free_places), so a task waiting in line costs no write.
+A waiting task's place in that line, and when the window will have room for it, are read from the
+same tables (place_in_line), so every replica tells the same.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.tables import UpstreamSend
+from app.db.tables import Task, UpstreamSend
 from app.deps import Deps
 from app.providers.base import CreateWindow
 
@@ -35,6 +37,48 @@ def windows(deps: Deps) -> dict[str, tuple[int, timedelta]]:
     """The create window of every configured provider that has one, by provider name."""
     limits = {name: client.create_limit() for name, client in deps.providers.having(CreateWindow).items()}
     return {name: limit for name, limit in limits.items() if limit is not None}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a task waiting to be sent stands."""
+
+    position: int  # 1: the next to be sent
+    starts_at: datetime  # the earliest the window has room for it (the sweeper sends it within a round of it)
+
+
+def in_line(provider: str) -> ColumnElement[bool]:
+    """The provider's tasks waiting to be sent: ix_tasks_send_queue's own condition, so that index serves it."""
+    return and_(Task.provider == provider, Task.upstream_id.is_(None), Task.next_check_at.is_not(None))
+
+
+async def place_in_line(
+    session: AsyncSession, provider: str, limit: tuple[int, timedelta], task_id: str, now: datetime
+) -> Place | None:
+    """The task's place among the provider's tasks waiting to be sent, in the order the sweeper claims
+    them (due first, then oldest first); None if it is not waiting (sent, or finished)."""
+    mine_stmt = select(Task.next_check_at, Task.created_at).where(Task.id == task_id, in_line(provider))
+    mine = (await session.execute(mine_stmt)).one_or_none()
+    if mine is None:
+        return None
+    due, created_at = mine
+    order = tuple_(Task.next_check_at, Task.created_at, Task.id)
+    ahead_stmt = select(func.count()).where(in_line(provider), order < tuple_(due, created_at, task_id))
+    position = (await session.execute(ahead_stmt)).scalar_one() + 1
+    count, window = limit
+    sends_stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider, UpstreamSend.at >= now - window)
+    sends = list((await session.execute(sends_stmt.order_by(UpstreamSend.at.desc()).limit(count))).scalars())
+    # A retry waits for its backoff whatever room the window has.
+    return Place(position, max(due, place_frees(position, sends, limit, now)))
+
+
+def place_frees(position: int, sends: list[datetime], limit: tuple[int, timedelta], now: datetime) -> datetime:
+    """When the window has room for the position-th create from now, given the sends it holds: its
+    free places now, then one as each send ages out; each place used then frees again a window later."""
+    count, window = limit
+    frees = [now] * (count - len(sends)) + sorted(max(now, at + window) for at in sends)
+    laps, index = divmod(position - 1, count)
+    return frees[index] + laps * window
 
 
 async def free_places(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> int:

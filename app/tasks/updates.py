@@ -23,7 +23,7 @@ from app.db.task_writer import SessionWriter, TaskHead, TaskWriter
 from app.deps import Deps
 from app.observe import metrics
 from app.outbox import copies, webhooks
-from app.tasks.domain import State, Update, states_before
+from app.tasks.domain import CANCELED, State, Update, states_before
 from app.tasks.storable import storable_update
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,11 @@ def decide(
         head = heads.get(task_id)
         outcome = Outcome.UNKNOWN_TASK if head is None else _judge(head, change, source)
         decision.outcomes.append(outcome)
-        if head is None or outcome in (Outcome.UNKNOWN_TASK, Outcome.MISMATCH, Outcome.DUPLICATE):
+        if head is None or outcome in (Outcome.UNKNOWN_TASK, Outcome.MISMATCH):
+            continue
+        if outcome is not Outcome.APPLIED and (cost := _charged_after_cancel(head, change)) is not None:
+            decision.writes[task_id] = decision.writes.get(task_id, {"id": task_id}) | {"credits": cost}
+        if outcome is Outcome.DUPLICATE:
             continue
         if outcome is Outcome.APPLIED:
             head, write = _advance(head, change, now)
@@ -135,7 +139,18 @@ def _advance(head: TaskHead, change: Update, now: datetime) -> tuple[TaskHead, d
             "next_check_at": None,
         }
     image_urls = write.get("image_urls", head.image_urls)
-    return replace(head, state=change.state.value, upstream_id=upstream_id, image_urls=image_urls), write
+    fail_code = write.get("fail_code", head.fail_code)
+    moved = replace(head, state=change.state.value, upstream_id=upstream_id, image_urls=image_urls, fail_code=fail_code)
+    return moved, write
+
+
+def _charged_after_cancel(head: TaskHead, change: Update) -> float | None:
+    """What the provider says it charged for a task canceled after it was sent: the provider cannot
+    be told to stop, so it may finish the work, and its cost is the client's (usage counts it). The
+    task's state stays as it is (first terminal wins)."""
+    if head.fail_code == CANCELED and change.state.terminal:
+        return change.credits
+    return None
 
 
 def _derived_rows(decision: Decision, head: TaskHead, change: Update, now: datetime, retry_for_s: float) -> None:
@@ -175,4 +190,5 @@ def _event_detail(change: Update) -> dict[str, object]:
         "failMsg": change.fail_msg,
         "costTime": change.cost_time_ms,
         "upstreamId": change.upstream_id,
+        "credits": change.credits,
     }

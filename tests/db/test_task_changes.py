@@ -149,6 +149,8 @@ async def test_every_column_a_status_is_made_of_is_recorded_and_no_other(session
         "image_urls": ["https://x/a.png"],
         "stored_images": [0],  # a stored copy changes the image's URL
         "fail_msg": "no",
+        "fail_code": "canceled",
+        "upstream_id": "u1",  # sent: no longer in line for a create
         "cost_time_ms": 12,
         "created_at": later,
         "updated_at": later,
@@ -161,7 +163,7 @@ async def test_every_column_a_status_is_made_of_is_recorded_and_no_other(session
         assert await changes_of(sessions, "ih_a") == n, column
     hidden = {"next_check_at": None, "check_attempts": 4, "submit_attempts": 2, "credits": 1.5, "credit_reserve": 2.0}
     async with sessions.begin() as session:
-        await session.execute(update(Task).where(Task.id == "ih_a").values(upstream_id="u1", fail_code="x", **hidden))
+        await session.execute(update(Task).where(Task.id == "ih_a").values(cancel_at=later, **hidden))
     assert await changes_of(sessions, "ih_a") == len(shown)
     async with sessions.begin() as session:
         await session.delete(await session.get(Task, "ih_a"))

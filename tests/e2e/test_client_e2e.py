@@ -104,6 +104,23 @@ async def test_download_of_imagehooks_own_copy_sends_the_key(hook: AsyncImagehoo
     assert (await hook.download(status["imageUrl"])).startswith(b"\x89PNG")
 
 
+async def test_cancel_and_cancel_after_through_the_client(hook: AsyncImagehook, kie: Emulator) -> None:
+    await kie.set_faults(generate_s=600)
+    task_id = (await hook.generate("a red fox"))["taskId"]
+    canceled = await hook.cancel(task_id)
+    assert (canceled["state"], canceled["failMsg"], canceled["failCode"]) == ("fail", "Canceled", "canceled")
+    assert await hook.cancel(task_id) == canceled == await hook.status(task_id)
+    late = (await hook.generate("a red fox", cancel_after=1))["taskId"]
+    status = await hook.wait(late, timeout=20)
+    assert (status["state"], status["failMsg"], status["failCode"]) == ("fail", "Deadline passed", "canceled")
+    await kie.set_faults(generate_s=0.1)
+    done = await hook.generate("a red fox", wait=20)
+    assert done["state"] == "success" and await hook.cancel(done["taskId"]) == await hook.status(done["taskId"])
+    with pytest.raises(ImagehookError) as caught:
+        await hook.generate("a red fox", cancel_after="soon")
+    assert caught.value.status == 400 and caught.value.message.startswith("Cancel-After must be")
+
+
 def run_generate_command(argv: list[str]) -> int:
     """`imagehook generate ...` as the real CLI runs it (no seam): its exit code."""
     parser = argparse.ArgumentParser(prog="imagehook")

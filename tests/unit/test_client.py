@@ -153,6 +153,42 @@ async def test_status_sends_task_id_and_wait_as_query(connect: Connect) -> None:
     assert script.requests[1].extensions["timeout"]["read"] == client.timeout + 12.5
 
 
+@pytest.mark.parametrize(("cancel_after", "header"), [(90, "90"), (1.5, "1.5"), ("1h30m", "1h30m"), (None, None)])
+async def test_generate_sends_cancel_after_as_given(connect: Connect, cancel_after: Any, header: str | None) -> None:
+    script = Script(ok({"taskId": "ih_1"}))
+    await resolve(connect(script).generate("a fox", cancel_after=cancel_after))
+    (request,) = script.requests
+    assert request.headers.get("cancel-after") == header
+    assert json.loads(request.content) == {"prompt": "a fox"}
+
+
+async def test_cancel_posts_and_returns_the_canceled_status(connect: Connect) -> None:
+    gone = status("fail", failMsg="Canceled", failCode="canceled")
+    script = Script(ok(gone))
+    assert await resolve(connect(script).cancel("ih_1")) == gone
+    (request,) = script.requests
+    assert (request.method, str(request.url)) == ("POST", f"{BASE}/api/images/tasks/ih_1/cancel")
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_cancel_of_a_finished_task_returns_its_status_and_other_errors_raise(connect: Connect) -> None:
+    script = Script(
+        (409, {"error": "Task has already finished", **status("success")}), (404, {"error": "Task not found"})
+    )
+    client = connect(script)
+    assert await resolve(client.cancel("ih_1")) == status("success")
+    with pytest.raises(ImagehookError) as caught:
+        await resolve(client.cancel("ih_2"))
+    assert (caught.value.status, caught.value.message) == (404, "Task not found")
+
+
+async def test_a_cancel_is_retried_once_after_a_connection_error(connect: Connect) -> None:
+    gone = status("fail", failMsg="Canceled", failCode="canceled")
+    script = Script(httpx.ReadTimeout("slow"), ok(gone))
+    assert await resolve(connect(script).cancel("ih_1")) == gone
+    assert [request.url.path for request in script.requests] == ["/api/images/tasks/ih_1/cancel"] * 2
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
@@ -385,6 +421,13 @@ def test_cli_submits_the_fields_and_prints_only_the_task_id(env: pytest.MonkeyPa
         "numImages": 2,
         "imageInput": ["https://a", "https://b"],
     }
+
+
+def test_cli_sends_cancel_after(env: pytest.MonkeyPatch, capsys) -> None:
+    gateway = FakeGateway("pending")
+    assert run_cli(["a fox", "--cancel-after", "5m"], gateway)[0] == 0
+    (request,) = gateway.generate.requests
+    assert request.headers["cancel-after"] == "5m"
 
 
 def test_cli_without_a_key_exits_2(env: pytest.MonkeyPatch, capsys) -> None:

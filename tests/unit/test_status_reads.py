@@ -98,7 +98,7 @@ class CountingFetch:
 
 def fake_status(task_id: str) -> TaskStatus:
     now = datetime.now(UTC)
-    return TaskStatus(task_id, 1, "success", "nano-banana-pro", [], [], None, None, now, now, now)
+    return TaskStatus(task_id, 1, "success", "nano-banana-pro", "task_up", [], [], None, None, None, now, now, now)
 
 
 async def test_concurrent_reads_share_queries_and_each_gets_its_own_task() -> None:
