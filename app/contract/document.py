@@ -11,7 +11,7 @@ from importlib.metadata import version
 from typing import Any
 
 from app.api.files import MAX_IMAGE_INDEX
-from app.api.images import IDEMPOTENCY_KEY, MAX_WAIT_S
+from app.api.images import CANCEL_AFTER_BOUNDS_S, IDEMPOTENCY_KEY, MAX_WAIT_S, NUMBER
 from app.contract import requests, shapes
 from app.contract.shapes import ref
 from app.inbound.url_values import MAX_ID, TASK_ID
@@ -76,7 +76,7 @@ def client_paths() -> dict[str, Any]:
                 "generate",
                 "Submit a generation task",
                 ["tasks"],
-                parameters=[IDEMPOTENCY_HEADER, PREFER_HEADER],
+                parameters=[IDEMPOTENCY_HEADER, PREFER_HEADER, CANCEL_AFTER_HEADER],
                 body=json_body(ref("GenerateRequest")),
                 answers={
                     200: json_answer(
@@ -138,6 +138,22 @@ def client_paths() -> dict[str, Any]:
                 },
                 errors=(400, 401, 403, 404, 503),
                 security=[*CLIENT, {"token": []}],
+            )
+        },
+        "/api/images/tasks/{task_id}/cancel": {
+            "post": operation(
+                "cancelTask",
+                "Cancel a pending or processing task",
+                ["tasks"],
+                parameters=[TASK_ID_PATH],
+                answers={
+                    200: json_answer("Canceled (now or before): fail, failCode canceled.", ref("TaskStatus")),
+                    409: json_answer(
+                        "The task had already finished otherwise; its status, and why.",
+                        {"allOf": [ref("TaskStatus"), ref("Error")]},
+                    ),
+                },
+                errors=(400, 401, 403, 404, 503),
             )
         },
         "/api/images/tasks/{task_id}/read-token": {
@@ -479,6 +495,13 @@ CHANGE = shapes.record({"id": shapes.INTEGER, "taskId": shapes.STRING, "state": 
 BINARY = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
 TASK_ID_SCHEMA = {"type": "string", "pattern": f"^{TASK_ID.pattern}$"}
 TASK_ID_PATH = path("task_id", TASK_ID_SCHEMA)
+LOW_S, HIGH_S = CANCEL_AFTER_BOUNDS_S
+CANCEL_AFTER_HEADER = header(
+    "Cancel-After",
+    {"type": "string", "minLength": 1, "pattern": f"^(?:{NUMBER}|(?:{NUMBER}h)?(?:{NUMBER}m)?(?:{NUMBER}s)?)$"},
+    f"Cancel the task if it has not finished this long after submission ({LOW_S}s to {HIGH_S // 3600}h): "
+    "seconds (90) or hours, minutes and seconds (30s, 5m, 1h30m).",
+)
 TOKEN_QUERY = query("token", shapes.STRING, "Instead of a key: the token of a signed URL or a read token.")
 TASK_ID_QUERY = query("taskId", TASK_ID_SCHEMA) | {"required": True}
 IDEMPOTENCY_HEADER = header(

@@ -21,9 +21,10 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def record(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
-    """An object that always has these properties (and may gain more: clients ignore what they do not know)."""
-    schema = {"type": "object", "properties": properties, "required": list(properties)}
+def record(properties: dict[str, Any], description: str = "", optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object that always has these properties, and sometimes the optional ones (and may gain more:
+    clients ignore what they do not know)."""
+    schema = {"type": "object", "properties": properties | (optional or {}), "required": list(properties)}
     return schema | ({"description": description} if description else {})
 
 
@@ -37,6 +38,7 @@ TASK_STATUS = record(
         "imageUrls": {"type": "array", "items": URL},
         "expiresAt": nullable(TIME),
         "failMsg": nullable(STRING),
+        "failCode": nullable(STRING),
         "costTime": nullable(INTEGER),
         "model": STRING,
         "createdAt": TIME,
@@ -45,7 +47,10 @@ TASK_STATUS = record(
         "signedUrlsExpireAt": nullable(TIME),
     },
     "A task as its client sees it. Image URLs are imagehook's own copies once stored; until then the "
-    "provider's, which expire at expiresAt.",
+    "provider's, which expire at expiresAt. failCode says why a task failed (canceled, timeout, invalid, "
+    "or the provider's code). A task waiting for a create slot also has queuePosition (1: next) and "
+    "estimatedStartAt.",
+    optional={"queuePosition": {"type": "integer", "minimum": 1}, "estimatedStartAt": TIME},
 )
 
 ATTEMPT = record(
@@ -85,6 +90,7 @@ FEED_EVENT = {
         "at": TIME,
         "imageUrls": {"type": "array", "items": URL},
         "failMsg": nullable(STRING),
+        "failCode": nullable(STRING),
     },
     "required": ["id", "taskId", "state", "at"],
 }

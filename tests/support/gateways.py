@@ -121,3 +121,11 @@ async def post_signed(
     headers = {kie_signature.TIMESTAMP_HEADER: ts, kie_signature.SIGNATURE_HEADER: signature}
     async with httpx.AsyncClient() as http:
         return await http.post(url, json=body, headers=headers)
+
+
+BROWSER_LINKS = ("signedImageUrls", "signedUrlsExpireAt")
+
+
+def without_browser_links(status: dict[str, Any]) -> dict[str, Any]:
+    """A status as a webhook carries it: less the signed links, which may expire before a retry is sent."""
+    return {key: value for key, value in status.items() if key not in BROWSER_LINKS}
