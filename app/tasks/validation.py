@@ -26,9 +26,14 @@ class Submission:
     payload: dict[str, Any]  # the upstream request body, less the per-task callback URL
     webhook_url: str | None = None
     images_requested: int = 1
+    # What Idempotency-Key compares instead, when the payload holds URLs made for this very request
+    # (input images uploaded on the client's behalf), which a retry of it would not make again.
+    request_identity: str | None = None
 
     def fingerprint(self) -> str:
         """Equal for equal requests, whatever the JSON key order: what Idempotency-Key compares."""
+        if self.request_identity is not None:
+            return self.request_identity
         canonical = json.dumps([self.payload, self.webhook_url], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
