@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import time
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -140,10 +141,12 @@ async def inspected_mask(mask: bytes, image: bytes) -> bytes:
 async def answer(deps: Deps, owner: int, task_id: str, response_format: str, *, retry_safe: bool) -> JSONResponse:
     """The task's images once it succeeded; otherwise OpenAI's error, which a retry repeats only with the same
     Idempotency-Key (without one it would make, and charge, a new task)."""
-    wait_s = deps.settings.openai_wait_s
+    started = time.monotonic()
     try:
-        status = json.loads((await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=wait_s)).body)
-        if (problem := unfinished(status, wait_s)) is not None:
+        waited = await wait_for_status(deps, api_key_id=owner, task_id=task_id, wait_s=deps.settings.openai_wait_s)
+        status = json.loads(waited.body)
+        # A shutdown ends the wait early, so the time it took is what the client is told.
+        if (problem := unfinished(status, round(time.monotonic() - started, 1))) is not None:
             raise problem
         b64 = await b64_images(deps, owner, status) if response_format == "b64_json" else None
     except GatewayError as exc:

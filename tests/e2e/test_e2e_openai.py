@@ -15,8 +15,11 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 from PIL import Image
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from tests.support.database import MakeKey
+from app.db.tables import ApiKey
+from tests.support.database import MakeClientKey, MakeKey
 from tests.support.gateways import EMULATOR_API_KEY, Emulator, Gateway, StartGateway, wait_for_state
 from tests.support.waiting import wait_until
 
@@ -260,6 +263,26 @@ async def test_a_task_not_done_in_time_is_a_timeout_naming_it(
     assert (await kie.calls())["createTask"] == 1
     async with httpx.AsyncClient(base_url=gateway.url, headers=native.headers) as http:
         assert (await wait_for_state(http, task_id, {"success"}))["state"] == "success"  # it went on
+
+
+async def test_the_keys_limits_apply_as_openais_rate_limit_answers(
+    gateway: Gateway, make_client_key: MakeClientKey, sessions: async_sessionmaker[Any], kie: Emulator
+) -> None:
+    await kie.set_faults(generate_s=0.2)
+    budgeted, rated = await make_client_key("budgeted"), await make_client_key("rated")
+    async with sessions.begin() as session:  # a budget below one image's reservation; one submission a minute
+        await session.execute(update(ApiKey).where(ApiKey.id == budgeted.id).values(daily_credit_budget=1))
+        await session.execute(update(ApiKey).where(ApiKey.id == rated.id).values(rate_per_minute=1))
+    async with sdk(gateway, budgeted.key, retries=2) as client:
+        with pytest.raises(openai.RateLimitError) as spent:
+            await client.images.generate(prompt="a cat")
+    assert (spent.value.code, spent.value.type) == ("insufficient_quota", "insufficient_quota")
+    async with sdk(gateway, rated.key) as client:
+        await client.images.generate(prompt="a cat")
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.images.generate(prompt="a cat")
+    assert limited.value.code == "rate_limit_exceeded" and "retry-after" in limited.value.response.headers
+    assert (await kie.calls())["createTask"] == 1
 
 
 async def test_a_missing_or_wrong_key_is_an_authentication_error(gateway: Gateway, kie: Emulator) -> None:
