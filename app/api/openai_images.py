@@ -40,7 +40,6 @@ from app.tasks.openai_compat import (
     validated,
 )
 from app.tasks.status import wait_for_status
-from app.tasks.validation import Submission
 from app.uploads import black_where_transparent, inspect_image, relay_image
 
 TASK_HEADER = "X-Imagehook-Task-Id"
@@ -75,8 +74,7 @@ async def edits(request: Request) -> JSONResponse:
     with counted_submission() as counted:
         asked = images_request(form_params(fields), edit=True, images=len(images), mask=mask is not None)
         counted.model = asked.body["model"]
-        submission = await edit_submission(deps, asked, images, mask)
-        task_id = await submit.submit_task(deps, api_key_id=owner, submission=submission, idempotency_key=key)
+        task_id = await submit_edit(deps, owner, key, asked, images, mask)
     return await answer(deps, owner, task_id, asked.response_format, retry_safe=key is not None)
 
 
@@ -105,19 +103,26 @@ async def file_content(name: str, value: UploadFile | str) -> bytes:
     return await value.read()
 
 
-async def edit_submission(deps: Deps, asked: ImagesRequest, images: list[bytes], mask: bytes | None) -> Submission:
-    """Every check first, on stand-ins for the files; then the files, checked as images, are uploaded."""
+async def submit_edit(
+    deps: Deps, owner: int, key: str | None, asked: ImagesRequest, images: list[bytes], mask: bytes | None
+) -> str:
+    """Every check first, on stand-ins for the files and then on the files themselves as images; a retry with
+    the same Idempotency-Key finds its task before anything is uploaded again. Only then are the files relayed
+    to the provider's file upload API, and the task, with their URLs, is submitted."""
     stand_in = None if mask is None else placeholder(mask)
     probe = validated(asked.with_images([placeholder(image) for image in images], stand_in))
     files = [("image", image) for image in images] + ([("mask", mask)] if mask is not None else [])
     kinds = [await inspected(param, content) for param, content in files]
     if mask is not None:
         files[-1] = ("mask", await inspected_mask(mask, images[0]))
+    if key and (earlier := await submit.idempotent_task(deps, owner, key, probe.fingerprint())):
+        return earlier
+    await submit.check_submission(deps, owner, probe)
     relays = (relay_image(deps, content, kind) for (_, content), kind in zip(files, kinds, strict=True))
-    stored = await asyncio.gather(*relays)
-    urls = [upload["url"] for upload in stored]
+    urls = [upload["url"] for upload in await asyncio.gather(*relays)]
     submission = validated(asked.with_images(urls[: len(images)], urls[len(images)] if mask is not None else None))
-    return dataclasses.replace(submission, request_identity=probe.fingerprint())
+    identified = dataclasses.replace(submission, request_identity=probe.fingerprint())
+    return await submit.submit_task(deps, api_key_id=owner, submission=identified, idempotency_key=key)
 
 
 def placeholder(content: bytes) -> str:

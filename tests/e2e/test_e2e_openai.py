@@ -281,8 +281,10 @@ async def test_the_keys_limits_apply_as_openais_rate_limit_answers(
         await client.images.generate(prompt="a cat")
         with pytest.raises(openai.RateLimitError) as limited:
             await client.images.generate(prompt="a cat")
+        with pytest.raises(openai.RateLimitError):  # refused before its file is sent anywhere
+            await client.images.edit(image=("fox.png", FOX, "image/png"), prompt="a hat")
     assert limited.value.code == "rate_limit_exceeded" and "retry-after" in limited.value.response.headers
-    assert (await kie.calls())["createTask"] == 1
+    assert (await kie.calls())["createTask"] == 1 and (await kie.calls())["upload"] == 0
 
 
 async def test_a_missing_or_wrong_key_is_an_authentication_error(gateway: Gateway, kie: Emulator) -> None:
@@ -327,6 +329,7 @@ async def test_the_same_idempotency_key_answers_from_the_same_task(oai: AsyncOpe
     again = await oai.images.edit(image=("fox.png", FOX, "image/png"), prompt="a hat", extra_headers=headers)
     assert first.data == again.data
     assert (await kie.calls())["createTask"] == 1
+    assert (await kie.calls())["upload"] == 1  # the retry found its task before uploading anything
     with pytest.raises(openai.ConflictError):
         await oai.images.edit(image=("owl.png", OWL, "image/png"), prompt="a hat", extra_headers=headers)
 
