@@ -26,6 +26,7 @@ from app.api.body import parsed_form, read_body, read_json
 from app.api.images import counted_submission, idempotency_key
 from app.deps import Deps
 from app.errors import BadRequest, GatewayError
+from app.inbound.untrusted import unstorable
 from app.outbox.results import read_result
 from app.providers.catalogue import MODELS
 from app.tasks import submit
@@ -93,6 +94,8 @@ async def edit_parts(form: FormData) -> tuple[dict[str, str], list[bytes], bytes
             fields[name] = value
     if len(masks) > 1:
         raise invalid("mask must appear once", "mask")
+    if problem := unstorable(fields):  # as read_json refuses for a JSON body
+        raise invalid(f"Request body: {problem}", next((name for name in fields if problem.startswith(name)), None))
     return fields, images, masks[0] if masks else None
 
 

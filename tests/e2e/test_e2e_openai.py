@@ -230,6 +230,35 @@ async def test_a_bad_edit_uploads_nothing(oai: AsyncOpenAI, kie: Emulator) -> No
     assert (await kie.calls())["upload"] == 0 and (await kie.calls())["createTask"] == 0
 
 
+def part(name: str, value: bytes | str, filename: str | None = None) -> tuple[str, Any]:
+    return (name, (filename, value, "image/png" if filename else "text/plain"))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "param", "message"),
+    [
+        ({"json": {"prompt": "x"}}, None, "Send the edit as multipart/form-data"),
+        ({"files": [part("image", FOX), part("prompt", "x")]}, "image", "image must be a file"),
+        ({"files": [part("image[]", FOX, "a.png"), part("prompt", FOX, "p.png")]}, "prompt", "prompt must be a text"),
+        ({"files": [part("image", FOX, "a.png"), part("prompt", "x"), part("prompt", "y")]}, "prompt", "prompt must"),
+        ({"files": [part("image", FOX, "a.png"), part("prompt", "x"), part("n", "two")]}, "n", "n must be an integer"),
+        ({"files": [part("image", FOX, "a.png"), part("prompt", "a\x00b")]}, "prompt", "Request body: prompt contains"),
+        ({"files": [part("image", b"GIF89a....", "a.gif"), part("prompt", "x")]}, "image", "image: file must be"),
+        ({"files": [part("prompt", "x")]}, "image", "image is required"),
+        ({"content": b"--x\r\n\r\n--x--\r\n", "headers": {"Content-Type": "multipart/form-data"}}, None, "Malformed"),
+    ],
+)
+async def test_malformed_edit_requests_are_400s_in_openais_shape(
+    gateway: Gateway, key: str, kie: Emulator, request_kwargs: dict[str, Any], param: str | None, message: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        response = await http.post("/v1/images/edits", **request_kwargs)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param) and error["message"].startswith(message)
+    assert (await kie.calls())["upload"] == 0
+
+
 async def test_an_upstream_failure_is_a_server_error_that_the_sdk_does_not_retry(
     gateway: Gateway, key: str, kie: Emulator
 ) -> None:
@@ -339,6 +368,8 @@ async def test_errors_off_the_routes_take_openais_shape_on_v1_only(gateway: Gate
         wrong_method = await http.get("/v1/images/generations")
         unknown = await http.post("/v1/images/variations", json={})
         native = await http.post("/api/images/generate", json={"prompt": " "})
+        nul = await http.post("/v1/images/generations?q=%00", json={"prompt": "x"})
+    assert nul.status_code == 400 and nul.json()["error"]["message"] == "Request query string contains a NUL character"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["type"] == "invalid_request_error"
     assert unknown.status_code == 404 and unknown.json()["error"]["message"] == "Not Found"
     assert native.json() == {"error": "Prompt is required"}
