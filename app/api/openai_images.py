@@ -41,7 +41,7 @@ from app.tasks.openai_compat import (
     validated,
 )
 from app.tasks.status import wait_for_status
-from app.uploads import black_where_transparent, inspect_image, relay_image
+from app.uploads import ImageKind, black_where_transparent, inspect_image, relay_image
 
 TASK_HEADER = "X-Imagehook-Task-Id"
 MAX_EDIT_BYTES = 64 * 1024 * 1024  # several input images of up to 10 MiB each, and a mask
@@ -132,7 +132,7 @@ def placeholder(content: bytes) -> str:
     return PLACEHOLDER + hashlib.sha256(content).hexdigest()
 
 
-async def inspected(param: str, content: bytes) -> Any:
+async def inspected(param: str, content: bytes) -> ImageKind:
     try:
         return await asyncio.to_thread(inspect_image, content)
     except BadRequest as exc:

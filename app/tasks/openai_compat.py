@@ -54,8 +54,8 @@ class Alias:
 
 
 ALIASES = {
-    # OpenAI's GPT Image models, which answer with base64 unless asked otherwise: Kie's 4o Image API is
-    # GPT Image 1 (masks included), and Kie's gpt-image/1.5 models are GPT Image 1.5.
+    # OpenAI's GPT Image models, which answer with base64 unless asked otherwise: gpt4o-image is GPT Image 1
+    # (masks included), and the gpt-image/1.5 models are GPT Image 1.5.
     "gpt-image-1": Alias("gpt4o-image", "gpt4o-image", default_format="b64_json"),
     "gpt-image-1.5": Alias("gpt-image/1.5-text-to-image", "gpt-image/1.5-image-to-image", default_format="b64_json"),
     # DALL·E's sizes default to a square. DALL·E 3 is the flagship: imagehook's default model, which also edits.
