@@ -8,8 +8,6 @@ handlers render every error on a /v1 path through `error_answer` (app/main.py).
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +15,8 @@ from typing import Any
 
 from app.errors import BadRequest, GatewayError
 from app.providers.catalogue import DEFAULT_MODEL, MODELS, ModelSpec
-from app.tasks.validation import Submission, parse_generate
+from app.tasks import openai_sizes
+from app.tasks.validation import Submission, parse_generate, shown
 
 OPENAI_PREFIX = "/v1/"
 # The SDKs retry 409, 429 and 5xx answers unless told not to; a retry that would make (and charge) a new task,
@@ -68,11 +67,6 @@ PARAMS = frozenset({"model", "prompt", "n", "size", "quality", "output_format", 
 IGNORED = frozenset({"user", "safety_identifier"})  # for OpenAI's abuse monitoring; nothing here to give them to
 DEFAULT_ONLY = {"background": "auto", "moderation": "auto", "stream": False}  # accepted only as what they default to
 MAX_N = 10
-SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
-RATIO = re.compile(r"([1-9][0-9]?):([1-9][0-9]?)")
-TIER = re.compile(r"([1-9])K")  # resolutions 1K, 2K, 4K: that many times 1024 pixels on the long side
-LARGEST_SIDE = 4096  # the 4K tier, the largest any model makes
-RATIO_TOLERANCE = 0.03  # a size is matched to a model's nearest ratio within this (1792x1024 is 16:9)
 QUALITY_TIERS = {"low": "low", "medium": "medium", "high": "high", "standard": "medium", "hd": "high"}
 FORMATS = {"png": ("png",), "jpeg": ("jpeg", "jpg"), "webp": ("webp",)}
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -128,7 +122,7 @@ def check_names(params: Mapping[str, Any]) -> None:
         elif name in DEFAULT_ONLY:
             if value is not None and value != DEFAULT_ONLY[name]:
                 raise invalid(
-                    f"{name} {_shown(value)} is not supported: only {DEFAULT_ONLY[name]!r}", name, "unsupported_value"
+                    f"{name} {shown(value)} is not supported: only {DEFAULT_ONLY[name]!r}", name, "unsupported_value"
                 )
         elif name not in PARAMS:
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
@@ -143,7 +137,7 @@ def chosen_model(value: Any, *, edit: bool) -> tuple[ModelSpec, Alias | None]:
     name = (alias.edit if edit else alias.generate) if alias else value
     if name not in MODELS:
         known = ", ".join(ALIASES)
-        message = f"Unknown model {_shown(value)}: GET /api/images/models lists the models; also {known}"
+        message = f"Unknown model {shown(value)}: GET /api/images/models lists the models; also {known}"
         raise invalid(message, "model", "model_not_found")
     spec = MODELS[name]
     if edit and spec.images is None:
@@ -185,55 +179,10 @@ def count_fields(n: Any, model: ModelSpec) -> dict[str, Any]:
 
 
 def size_fields(size: Any, model: ModelSpec) -> dict[str, str]:
-    """The model's aspect ratio (and resolution, where it has them) that a size such as 1536x1024 asks for."""
-    if size is None:
-        return {}
-    if not isinstance(size, str):
-        raise invalid("size must be a string such as 1024x1024, or auto", "size")
-    ratios = model_ratios(model)
-    if size == "auto":
-        param = model.fields.get("aspectRatio")
-        return {"aspectRatio": "auto"} if param is not None and "auto" in (param.values or {}) else {}
-    match = SIZE.fullmatch(size)
-    if match is None:
-        raise invalid(f"size {_shown(size)} is not valid: WIDTHxHEIGHT in pixels, such as 1024x1024, or auto", "size")
-    width, height = int(match[1]), int(match[2])
-    if max(width, height) > LARGEST_SIDE:
-        raise invalid(f"size {size} is too large: at most {LARGEST_SIDE} pixels a side", "size")
-    ratio = nearest_ratio(width / height, ratios)
-    if ratio is None:
-        shown = ", ".join(ratios) or "none"
-        message = f"size {size} has no equivalent for model {model.name}: its aspect ratios are {shown}"
-        raise invalid(f"{message} (a size takes the nearest within {RATIO_TOLERANCE:.0%})", "size")
-    return {"aspectRatio": ratio} | resolution_field(size, max(width, height), model)
-
-
-def model_ratios(model: ModelSpec) -> dict[str, float]:
-    """The model's aspect ratios that are ratios (not presets or auto), as width / height."""
-    param = model.fields.get("aspectRatio")
-    names = [name for name in (param.values or {}) if isinstance(name, str)] if param is not None else []
-    return {name: int(m[1]) / int(m[2]) for name in names if (m := RATIO.fullmatch(name))}
-
-
-def nearest_ratio(wanted: float, ratios: Mapping[str, float]) -> str | None:
-    if not ratios:
-        return None
-    name = min(ratios, key=lambda each: abs(math.log(ratios[each] / wanted)))
-    return name if abs(math.log(ratios[name] / wanted)) <= math.log1p(RATIO_TOLERANCE) else None
-
-
-def resolution_field(size: str, long_side: int, model: ModelSpec) -> dict[str, str]:
-    """The smallest of the model's resolutions whose long side is at least the size's."""
-    param = model.fields.get("resolution")
-    if param is None:
-        return {}  # the model makes one size per ratio
-    tiers = sorted((int(m[1]) * 1024, name) for name in (param.values or {}) if (m := TIER.fullmatch(str(name))))
-    for pixels, name in tiers:
-        if pixels >= long_side:
-            return {"resolution": name}
-    pixels, name = tiers[-1]
-    message = f"size {size} is larger than model {model.name} makes: at most {pixels} pixels a side (resolution {name})"
-    raise invalid(message, "size")
+    try:
+        return openai_sizes.size_fields(size, model)
+    except ValueError as exc:
+        raise invalid(str(exc), "size") from None
 
 
 def quality_option(quality: Any, model: ModelSpec) -> dict[str, str]:
@@ -241,7 +190,7 @@ def quality_option(quality: Any, model: ModelSpec) -> dict[str, str]:
         return {}
     if not isinstance(quality, str) or quality not in QUALITY_TIERS:
         raise invalid(
-            f"quality {_shown(quality)} is not valid: must be one of: auto, {', '.join(QUALITY_TIERS)}", "quality"
+            f"quality {shown(quality)} is not valid: must be one of: auto, {', '.join(QUALITY_TIERS)}", "quality"
         )
     param = model.options.get("quality")
     if param is None:
@@ -260,7 +209,7 @@ def format_fields(params: Mapping[str, Any], model: ModelSpec) -> dict[str, str]
     if wanted is None:
         return {}
     if not isinstance(wanted, str) or wanted not in FORMATS:
-        raise invalid(f"output_format {_shown(wanted)} is not valid: must be one of: png, jpeg, webp", "output_format")
+        raise invalid(f"output_format {shown(wanted)} is not valid: must be one of: png, jpeg, webp", "output_format")
     param = model.fields.get("outputFormat")
     if param is None:
         raise invalid(f"output_format is not supported by model {model.name}: it makes one format", "output_format")
@@ -268,15 +217,15 @@ def format_fields(params: Mapping[str, Any], model: ModelSpec) -> dict[str, str]
     for name in FORMATS[wanted]:
         if name in offered:
             return {"outputFormat": name}
-    shown = ", ".join(str(name) for name in offered)
-    raise invalid(f"output_format '{wanted}' is not offered by model {model.name}: it offers {shown}", "output_format")
+    names = ", ".join(str(name) for name in offered)
+    raise invalid(f"output_format '{wanted}' is not offered by model {model.name}: it offers {names}", "output_format")
 
 
 def response_format(value: Any, alias: Alias | None) -> str:
     if value is None:
         return alias.default_format if alias else "url"
     if value not in RESPONSE_FORMATS:
-        raise invalid(f"response_format {_shown(value)} is not valid: must be url or b64_json", "response_format")
+        raise invalid(f"response_format {shown(value)} is not valid: must be url or b64_json", "response_format")
     return value
 
 
@@ -334,8 +283,3 @@ def error_answer(
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
     return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers
-
-
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."

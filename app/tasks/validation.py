@@ -116,10 +116,11 @@ def _convert(label: str, value: Any, param: Param, model: ModelSpec) -> dict[str
     try:
         return {param.upstream: param.convert(value)}
     except ValueError as exc:
-        raise BadRequest(f"{label} {_shown(value)} is not valid for model {model.name}: {exc}") from None
+        raise BadRequest(f"{label} {shown(value)} is not valid for model {model.name}: {exc}") from None
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a message quotes it: JSON with single quotes, cut short past 40 characters."""
     shown = json.dumps(value).replace('"', "'")
     return shown if len(shown) <= 40 else shown[:37] + "..."
 

@@ -18,18 +18,16 @@ from PIL import Image
 from app.errors import BadRequest
 from app.providers.catalogue import MODELS
 from app.tasks.openai_compat import (
-    LARGEST_SIDE,
-    RATIO_TOLERANCE,
     OpenAIError,
     error_answer,
     form_params,
     images_answer,
     images_request,
-    model_ratios,
     size_fields,
     unfinished,
     validated,
 )
+from app.tasks.openai_sizes import LARGEST_SIDE, RATIO_TOLERANCE, model_ratios
 from app.uploads import black_where_transparent
 
 SIZED = sorted(name for name, spec in MODELS.items() if "aspectRatio" in spec.fields)
