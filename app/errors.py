@@ -11,6 +11,7 @@ GatewayError                 answered as {"error": message} with .status
  ├── PayloadTooLarge         413
  ├── TooManyRequests         429  the key's submission rate or tasks in flight; with Retry-After
  ├── NotConfigured           500  "Kie.ai API key not configured"
+ ├── BadGateway              502  an upstream's answer cannot be used (a result image that cannot be read)
  └── Unavailable             503  a service imagehook relies on is out; retry later
       └── DatabaseUnavailable     the database is unreachable or did not answer within
                                   DATABASE_TIMEOUT_S (app/db/outage.py); with Retry-After
@@ -79,6 +80,10 @@ class PayloadTooLarge(GatewayError):
 
 class NotConfigured(GatewayError):
     status = 500
+
+
+class BadGateway(GatewayError):
+    status = 502
 
 
 class Unavailable(GatewayError):

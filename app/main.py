@@ -21,7 +21,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from app.api import callbacks, catalogue, files, health, images, metrics, openapi, tasks, uploads, usage, webhooks
+from app.api import (
+    callbacks,
+    catalogue,
+    files,
+    health,
+    images,
+    metrics,
+    openai_images,
+    openapi,
+    tasks,
+    uploads,
+    usage,
+    webhooks,
+)
 from app.api.guard import RefuseNul
 from app.api.shortcuts import Shortcuts, answered_from_cache
 from app.dashboard import routes as dashboard
@@ -34,6 +47,7 @@ from app.observe.requests import Observed
 from app.outbox.outbound import Resolver, resolve
 from app.reads.watch import listen_postgres, watch_sqlite
 from app.settings import Settings
+from app.tasks import openai_compat
 from app.tasks.sweeper import run_sweeper
 
 log = logging.getLogger(__name__)
@@ -46,6 +60,7 @@ class AppState(TypedDict):
 
 ROUTE_MODULES = (
     images,
+    openai_images,
     files,
     tasks,
     catalogue,
@@ -149,12 +164,29 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    """{"error": message}; on the OpenAI-compatible API's paths, OpenAI's error shape and status codes."""
+    if request.scope["path"].startswith(openai_compat.OPENAI_PREFIX):
+        status, body, extra = openai_compat.error_answer(status, message, param=param, code=code)
+        return JSONResponse(body, status_code=status, headers={**(headers or {}), **extra})
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
 async def gateway_error(request: Request, exc: Any) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+    param, code = getattr(exc, "param", None), getattr(exc, "code", None)
+    return error_response(request, exc.status, exc.message, exc.headers, param=param, code=code)
 
 
 async def http_error(request: Request, exc: Any) -> JSONResponse:
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(request, exc.status_code, exc.detail, exc.headers)
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -166,13 +198,13 @@ async def database_error(request: Request, exc: Exception) -> JSONResponse:
         return await gateway_error(request, DatabaseUnavailable())
     if isinstance(exc, DataError | sqlite3.DataError):
         log.warning("a value reached the database unchecked in %s", _endpoint(request), exc_info=exc)
-        return JSONResponse({"error": "The request holds a value that cannot be stored"}, status_code=400)
+        return error_response(request, 400, "The request holds a value that cannot be stored")
     return await server_error(request, exc)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error in %s %s", request.method, _endpoint(request), exc_info=exc)
-    return JSONResponse({"error": "Internal server error"}, status_code=500)
+    return error_response(request, 500, "Internal server error")
 
 
 def _endpoint(request: Request) -> str:

@@ -66,6 +66,8 @@ class Settings:
     # Result images are fetched only from these hosts: the copier never becomes an open proxy.
     fetch_allowed_hosts: tuple[str, ...] = DEFAULT_FETCH_ALLOWED_HOSTS
     copy_timeout_s: float = 60.0
+    # How long an OpenAI-compatible images request waits for its task before answering 504 (the task goes on).
+    openai_wait_s: float = 300.0
     # Serialized status bodies kept in each process (about 1 KB each); 0 turns the cache off.
     status_cache_size: int = 20000
     # Bounds on waiting for the database: connecting, one statement, a free pooled connection.
@@ -297,6 +299,7 @@ VARIABLES = (
     Variable("STORAGE_MAX_BYTES", "storage_max_bytes", _integer, "largest result file copied"),
     Variable("FETCH_ALLOWED_HOSTS", "fetch_allowed_hosts", _hosts, "the only hosts results are fetched from"),
     Variable("COPY_TIMEOUT_S", "copy_timeout_s", _number, "deadline of one result download"),
+    Variable("OPENAI_WAIT_S", "openai_wait_s", _positive, "how long a /v1/images request waits for its task"),
     Variable("STATUS_CACHE_SIZE", "status_cache_size", _integer, "status objects cached per process (0: none)"),
     Variable("DATABASE_TIMEOUT_S", "database_timeout_s", _positive, "bound on every wait for the database"),
     Variable("HEADER_TIMEOUT_S", "header_timeout_s", _positive, "time a client has to send request headers"),

@@ -158,8 +158,33 @@ def _data_url_payload(url: str) -> str:
     return payload
 
 
+def black_where_transparent(mask: bytes, image: bytes) -> bytes:
+    """An edit mask as OpenAI's Images API takes one (a PNG of the image's size whose fully transparent pixels
+    mark the area to change) redrawn as a black-and-white PNG: black where to edit, white where to keep.
+    Both were checked by inspect_image. Decodes every pixel: run it in a thread."""
+    if kind_of(mask).name != "PNG":
+        raise BadRequest("mask must be a PNG image")
+    with PngImagePlugin.PngImageFile(io.BytesIO(mask)) as opened:
+        if "A" not in opened.getbands() and "transparency" not in opened.info:
+            raise BadRequest("mask must have an alpha channel: its fully transparent pixels mark the area to edit")
+        alpha = opened.convert("RGBA").getchannel("A")
+    with kind_of(image).opener(io.BytesIO(image)) as opened:
+        size = opened.size
+    if alpha.size != size:
+        raise BadRequest(
+            f"mask is {alpha.width}x{alpha.height} pixels; it must be the image's size, {size[0]}x{size[1]}"
+        )
+    buffer = io.BytesIO()
+    alpha.point(lambda value: 255 if value else 0).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 async def upload_image(deps: Deps, content: bytes) -> dict[str, Any]:
-    kind = await asyncio.to_thread(inspect_image, content)
+    return await relay_image(deps, content, await asyncio.to_thread(inspect_image, content))
+
+
+async def relay_image(deps: Deps, content: bytes, kind: ImageKind) -> dict[str, Any]:
+    """Store an image inspect_image found to be of `kind` with the provider's file upload API."""
     provider = deps.providers.require(Uploads)
     file_name = f"{secrets.token_urlsafe(12)}.{kind.extension}"
     # The original bytes go upstream, not a re-encoding: decoding them proved they are the image they claim, and

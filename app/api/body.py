@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.inbound.untrusted import UntrustedInputError, load_json, unstorable
@@ -41,3 +47,20 @@ def parse_json(raw: bytes | str, what: str) -> Any:
     if problem := unstorable(value):
         raise BadRequest(f"{what}: {problem}")
     return value
+
+
+@contextlib.asynccontextmanager
+async def parsed_form(request: Request, raw: bytes, *, max_files: int, max_fields: int) -> AsyncIterator[FormData]:
+    """The multipart body `raw` (already read under a size cap) as form data; its temp files close on exit."""
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=max_files, max_fields=max_fields)
+    except (MultiPartException, HTTPException) as exc:
+        raise BadRequest(f"Malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    try:
+        yield form
+    finally:
+        await form.close()

@@ -10,6 +10,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.tasks.openai_compat import OPENAI_PREFIX, error_answer
+
 
 class RefuseNul:
     def __init__(self, app: ASGIApp) -> None:
@@ -17,7 +19,7 @@ class RefuseNul:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (where := _nul_in(scope)):
-            await _refuse(send, f"Request {where} contains a NUL character")
+            await _refuse(send, scope["path"], f"Request {where} contains a NUL character")
             return
         await self.app(scope, receive, send)
 
@@ -33,8 +35,9 @@ def _nul_in(scope: Scope) -> str | None:
     return None
 
 
-async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+async def _refuse(send: Send, path: str, message: str) -> None:
+    content = error_answer(400, message)[1] if path.startswith(OPENAI_PREFIX) else {"error": message}
+    body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Message
 
 from app.api.auth import owner_of
-from app.api.body import parse_json, read_body
+from app.api.body import parse_json, parsed_form, read_body
 from app.deps import Deps
 from app.errors import BadRequest
 from app.uploads import MAX_UPLOAD_BYTES, decode_base64, upload_image
@@ -32,14 +29,8 @@ async def upload(request: Request) -> JSONResponse:
 
 
 async def _multipart_file(request: Request, raw: bytes) -> bytes:
-    async def replay() -> Message:  # the body was already read under the size cap
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    try:
-        async with Request(request.scope, replay).form(max_files=1, max_fields=10) as form:  # closes temp files
-            return await _only_file(form.getlist("file"))
-    except (MultiPartException, HTTPException) as exc:
-        raise BadRequest(f"Malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    async with parsed_form(request, raw, max_files=1, max_fields=10) as form:
+        return await _only_file(form.getlist("file"))
 
 
 async def _only_file(parts: list[UploadFile | str]) -> bytes:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import bindparam, select, update
@@ -42,6 +42,7 @@ MAX_REDIRECTS = 3
 SNIFF_BYTES = 12  # enough for every image signature (WebP's is the longest)
 GIF_MAGIC = (b"GIF87a", b"GIF89a")
 TRANSIENT_STATUSES = frozenset({408, 429})  # and every 5xx
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,7 @@ class Copier:
 
     async def work(self, row: StoredFile) -> Copied:
         with about_task(row.task_id):
-            try:
-                copied = await fetch(self.deps, self.storage, row)
-            except (RetryLater, GiveUp) as exc:
-                outcome = "timeout" if str(exc).startswith("timed out") else "transient"
-                labelled(UPSTREAM_CALLS, "files", "result", "rejected" if isinstance(exc, GiveUp) else outcome).inc()
-                raise
-        labelled(UPSTREAM_CALLS, "files", "result", "ok").inc()
-        return copied
+            return await counted(fetch(self.deps, self.storage, row))
 
     async def settle(
         self, session: AsyncSession, group: Sequence[tuple[StoredFile, Copied | runner.Failure]]
@@ -118,17 +112,40 @@ class Copier:
         return name
 
 
+async def counted(download: Awaitable[T]) -> T:
+    """A download of a result, counted in imagehook_upstream_calls_total by its outcome."""
+    try:
+        result = await download
+    except (RetryLater, GiveUp) as exc:
+        outcome = "timeout" if str(exc).startswith("timed out") else "transient"
+        labelled(UPSTREAM_CALLS, "files", "result", "rejected" if isinstance(exc, GiveUp) else outcome).inc()
+        raise
+    labelled(UPSTREAM_CALLS, "files", "result", "ok").inc()
+    return result
+
+
 async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
     """Download row's image straight into storage, checking it on the way; RetryLater or GiveUp says why not."""
+    key, max_bytes = storage_key(row.task_id, row.n), deps.settings.storage_max_bytes
+
+    async def store(media_type: str, body: AsyncIterator[bytes]) -> Copied:
+        return Copied(await storage.put(key, body, max_bytes, media_type), media_type)
+
+    return await download(deps, row.source_url, store)
+
+
+async def download(deps: Deps, url: str, consume: Callable[[str, AsyncIterator[bytes]], Awaitable[T]]) -> T:
+    """GET a result image and hand its sniffed type and body to `consume`, under the copier's rules: allowed
+    hosts at every redirect, public addresses, image types, STORAGE_MAX_BYTES, COPY_TIMEOUT_S. RetryLater or
+    GiveUp says why not."""
     settings = deps.settings
     try:
         async with asyncio.timeout(settings.copy_timeout_s):
-            response = await open_image(deps, row.source_url)
+            response = await open_image(deps, url)
             try:
                 check_response(response, settings.storage_max_bytes)
                 media_type, body = await sniffed(aiter(response.aiter_bytes()))
-                key = storage_key(row.task_id, row.n)
-                stored = await storage.put(key, body, settings.storage_max_bytes, media_type)
+                return await consume(media_type, body)
             finally:
                 await response.aclose()
     except TimeoutError:
@@ -138,7 +155,6 @@ async def fetch(deps: Deps, storage: Storage, row: StoredFile) -> Copied:
         raise RetryLater(f"{type(exc).__name__}: {exc}"[:500]) from None
     except (StorageError, httpx.InvalidURL, DestinationRefused) as exc:  # too large; a URL, key or address never works
         raise GiveUp(str(exc)[:500]) from None
-    return Copied(stored, media_type)
 
 
 async def open_image(deps: Deps, url: str) -> httpx.Response:

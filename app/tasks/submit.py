@@ -96,6 +96,19 @@ async def submit_task(
     return task.id
 
 
+async def check_submission(deps: Deps, api_key_id: int, submission: Submission) -> None:
+    """What submit_task would refuse before storing anything (the provider's configuration, the key's limits),
+    for callers that must send something upstream first, such as an edit's input files. Stores nothing;
+    submit_task still decides, under the key's lock."""
+    provider_for(deps, submission.model)
+    async with deps.write() as session:
+        await limits.enforce(session, api_key_id, deps.clock(), credit_reserve(deps, submission))
+
+
+def credit_reserve(deps: Deps, submission: Submission) -> float:
+    return deps.settings.credit_estimate_per_image * submission.images_requested
+
+
 def new_task(deps: Deps, api_key_id: int, submission: Submission, cancel_after_s: float | None = None) -> Task:
     now = deps.clock()
     task = Task(
@@ -107,7 +120,7 @@ def new_task(deps: Deps, api_key_id: int, submission: Submission, cancel_after_s
         state=State.PENDING.value,
         image_urls=[],
         stored_images=[],
-        credit_reserve=deps.settings.credit_estimate_per_image * submission.images_requested,
+        credit_reserve=credit_reserve(deps, submission),
         webhook_url=submission.webhook_url,
         submit_attempts=0,
         check_attempts=0,

@@ -26,9 +26,14 @@ class Submission:
     payload: dict[str, Any]  # the upstream request body, less the per-task callback URL
     webhook_url: str | None = None
     images_requested: int = 1
+    # What Idempotency-Key compares instead, when the payload holds URLs made for this very request
+    # (input images uploaded on the client's behalf), which a retry of it would not make again.
+    request_identity: str | None = None
 
     def fingerprint(self) -> str:
         """Equal for equal requests, whatever the JSON key order: what Idempotency-Key compares."""
+        if self.request_identity is not None:
+            return self.request_identity
         canonical = json.dumps([self.payload, self.webhook_url], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -111,10 +116,11 @@ def _convert(label: str, value: Any, param: Param, model: ModelSpec) -> dict[str
     try:
         return {param.upstream: param.convert(value)}
     except ValueError as exc:
-        raise BadRequest(f"{label} {_shown(value)} is not valid for model {model.name}: {exc}") from None
+        raise BadRequest(f"{label} {shown(value)} is not valid for model {model.name}: {exc}") from None
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a message quotes it: JSON with single quotes, cut short past 40 characters."""
     shown = json.dumps(value).replace('"', "'")
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
