@@ -12,7 +12,7 @@ from typing import Any
 
 from app.api.files import MAX_IMAGE_INDEX
 from app.api.images import CANCEL_AFTER_BOUNDS_S, IDEMPOTENCY_KEY, MAX_WAIT_S, NUMBER
-from app.contract import requests, shapes
+from app.contract import openai, requests, shapes
 from app.contract.shapes import ref
 from app.inbound.url_values import MAX_ID, TASK_ID
 from app.providers.catalogue import MODELS
@@ -45,9 +45,12 @@ def build() -> dict[str, Any]:
             "description": "A callback-driven gateway for asynchronous image generation: submit once, "
             "read status from imagehook's own database, get webhooks.",
         },
-        "paths": client_paths() | provider_paths() | operator_paths(),
+        "paths": client_paths() | openai_paths() | provider_paths() | operator_paths(),
         "components": {
-            "schemas": shapes.SCHEMAS | {"GenerateRequest": requests.generate_request()} | requests.model_schemas(),
+            "schemas": shapes.SCHEMAS
+            | openai.SCHEMAS
+            | {"GenerateRequest": requests.generate_request()}
+            | requests.model_schemas(),
             "securitySchemes": SECURITY_SCHEMES,
         },
     }
@@ -241,6 +244,39 @@ def client_paths() -> dict[str, Any]:
                 errors=(400, 401, 503),
             )
         },
+    }
+
+
+def openai_paths() -> dict[str, Any]:
+    """OpenAI's Images API over ordinary tasks; its errors are OpenAI's shape, not {"error": text}."""
+    edit_form = {"multipart/form-data": {"schema": ref("OpenAIEditRequest")}}
+    return {
+        "/v1/images/generations": {
+            "post": _openai("createImage", "Create images (OpenAI's Images API)", json_body(ref("OpenAIImagesRequest")))
+        },
+        "/v1/images/edits": {
+            "post": _openai(
+                "createImageEdit", "Edit images (OpenAI's Images API)", {"required": True, "content": edit_form}
+            )
+        },
+    }
+
+
+def _openai(op_id: str, summary: str, body: dict[str, Any]) -> dict[str, Any]:
+    errors = {str(code): json_answer(openai.REASONS[code], ref("OpenAIError")) for code in openai.OPENAI_ERRORS}
+    answer = json_answer(
+        "The task's images, once it is done.",
+        ref("OpenAIImagesAnswer"),
+        headers={"X-Imagehook-Task-Id": {"schema": shapes.STRING}},
+    )
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": ["openai"],
+        "security": CLIENT,
+        "parameters": [IDEMPOTENCY_HEADER],
+        "requestBody": body,
+        "responses": {"200": answer} | errors,
     }
 
 
