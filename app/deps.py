@@ -19,12 +19,17 @@ from app.db.raw_writer import RawTransaction, RawWriter, open_raw_writer
 from app.outbox.outbound import Outbound, Resolver, open_outbound, resolve
 from app.providers.balance import CachedBalance
 from app.providers.registry import Providers, build_providers
+from app.reads.coalesced import Coalesced
 from app.reads.key_cache import KeyCache
 from app.reads.loader import TaskLoader, open_loader
 from app.reads.status_cache import StatusCache
 from app.reads.watch import TaskWatch
 from app.settings import Settings
 from app.tasks.group_commit import GroupCommit
+
+# How old a line of queued tasks a status read may count a place in before the line is read again
+# (app/tasks/status.py with_place).
+QUEUE_LINE_S = 0.5
 
 
 def utc_now() -> datetime:
@@ -45,6 +50,8 @@ class Deps:
     keys: KeyCache = field(default_factory=KeyCache)
     watch: TaskWatch = field(default_factory=TaskWatch)
     balance: CachedBalance = field(default_factory=CachedBalance)
+    # Each provider's line of tasks waiting for a create slot (app/tasks/throttle.py Line), read once for all readers.
+    queue_lines: Coalesced[Any] = field(default_factory=lambda: Coalesced(QUEUE_LINE_S))
     clock: Callable[[], datetime] = utc_now
     # SIGTERM came: /readyz says so, for load balancers to stop sending, before the process stops accepting.
     draining: bool = False

@@ -31,6 +31,7 @@ from app.keys import hash_key
 from app.observe.logs import KEY_ID, REQUEST_ID, request_id
 from app.observe.metrics import CACHE_HITS
 from app.observe.requests import record
+from app.tasks.status import with_place
 
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 STATUS_PATH = "/api/images/status"
@@ -106,8 +107,12 @@ def cached_status(deps: Deps, query_string: bytes, authorization: bytes | None) 
         return None
     key = bearer_credentials(authorization.decode("latin-1"))
     owner = deps.keys.get(hash_key(key)) if key else None
-    status = deps.status_cache.get(query.group(1).decode()) if owner is not None else None
+    task_id = query.group(1).decode()
+    status = deps.status_cache.get(task_id) if owner is not None else None
     if status is None or status.owner != owner:
+        return None
+    status = with_place(deps, task_id, status)
+    if status is None:  # a queued task whose place the line at hand cannot tell: the route finds it
         return None
     CACHE_HITS.inc()
     return owner, status.body

@@ -9,8 +9,9 @@ An entry is only ever served as current while something guarantees it is:
   watcher (app/reads/watch.py) drops those tasks' entries within FRESHNESS_POLL_S; while it is not
   running no entry is current, and if it fell so far behind that changes were pruned unread, none
   stored before is.
-A queued task's entry is current for at most a second (`servable_until`): its place in line moves
-with other tasks' sends, which drop nothing here.
+A queued task's place in line moves with other tasks' sends, which drop nothing here: its entry holds
+the status without the place (`line` names the line it waits in), and the place is added as it is
+served, from a recent read of that line (app/tasks/status.py with_place).
 
 Dropped entries are kept, though, as the last status this process knew of each task: while
 the database is unavailable, a read is answered with that (stale-if-error) instead of a 503.
@@ -34,9 +35,9 @@ class CachedStatus:
     owner: int  # api key id: the entry is only ever served to the task's owner
     terminal: bool
     body: bytes  # the status object as JSON
-    # Unix time past which it is not served though nothing dropped it: finite when the body carries
-    # signed URLs, or a queued task's place in line (which moves as other tasks are sent).
+    # Unix time past which it is not served though nothing dropped it: finite when the body carries signed URLs.
     servable_until: float = math.inf
+    line: str | None = None  # the provider whose create line the task waits in: its place is added when served
 
 
 class _Entry(NamedTuple):

@@ -6,7 +6,9 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from app.db.outage import stale_if_error
@@ -26,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 UPSTREAM_URL_LIFETIME = timedelta(hours=24)
-# A queued task's place moves as others are sent, which changes nothing of its own: its status is
-# cached for this long at most, and its event stream looks again as often.
-QUEUED_STATUS_TTL_S = 1.0
+# A queued task's place moves as others are sent, which changes nothing of its own: its event stream
+# looks again this often.
+QUEUE_STREAM_POLL_S = 1.0
 
 
 async def read_status(deps: Deps, api_key_id: int, task_id: str) -> CachedStatus:
@@ -46,34 +48,79 @@ async def current_status(deps: Deps, task_id: str) -> CachedStatus:
     cached = deps.status_cache.get(task_id)
     if cached is not None:
         metrics.CACHE_HITS.inc()
-        return cached
-    metrics.CACHE_MISSES.inc()
-    return await stale_if_error(load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id))
+    else:
+        metrics.CACHE_MISSES.inc()
+        cached = await stale_if_error(load_status(deps, task_id), lambda: deps.status_cache.last_known(task_id))
+    return await placed(deps, task_id, cached)
 
 
 async def load_status(deps: Deps, task_id: str) -> CachedStatus:
     epoch = deps.status_cache.epoch  # before the query: a change committed meanwhile voids what it reads
+    asked_at = time.monotonic()
     row = await deps.loader.load(task_id)
     if row is None:
         metrics.NOT_FOUND.inc()
         raise NotFound("Task not found")
-    place = await place_in_line(deps, row)
-    content, servable_until = client_status(row, deps.settings, deps.clock().timestamp(), place)
-    cached = CachedStatus(row.api_key_id, State(row.state).terminal, encode_json(content), servable_until)
+    content, servable_until = client_status(row, deps.settings, deps.clock().timestamp())
+    line = waiting_line(deps, row)
+    cached = CachedStatus(row.api_key_id, State(row.state).terminal, encode_json(content), servable_until, line)
     deps.status_cache.put(task_id, cached, epoch)
+    if line is not None:  # a line read before the task was may not hold it: one begun since does
+        await deps.queue_lines.get(line, line_reader(deps, line), begun_after=asked_at)
     return cached
 
 
-async def place_in_line(deps: Deps, row: TaskStatus) -> throttle.Place | None:
-    """Where a task waiting for a place in its provider's create window stands; None for any other."""
+def waiting_line(deps: Deps, row: TaskStatus) -> str | None:
+    """The provider whose create window the task waits for a place in, if it may be waiting in one."""
     spec = MODELS.get(row.model)
     if row.upstream_id is not None or row.state != State.PENDING or spec is None:
         return None
-    limit = throttle.limit_for(deps, spec.api.provider)
-    if limit is None:
+    return spec.api.provider if throttle.limit_for(deps, spec.api.provider) is not None else None
+
+
+def line_reader(deps: Deps, provider: str) -> Callable[[], Awaitable[throttle.Line]]:
+    async def read_line() -> throttle.Line:
+        limit = throttle.limit_for(deps, provider)
+        assert limit is not None  # waiting_line found one; a provider's window is set at start-up
+        async with deps.sessions() as session:
+            return await throttle.read_line(session, provider, limit, deps.clock())
+
+    return read_line
+
+
+def with_place(deps: Deps, task_id: str, cached: CachedStatus) -> CachedStatus | None:
+    """The status with the task's place in line (queuePosition, estimatedStartAt) if it waits in one,
+    counted in the line read at hand: every read of a queued task shares one read of its line, about
+    QUEUE_LINE_S old (read again in the background). None if that line cannot tell: it is not read
+    yet, or the task is further back than it holds."""
+    if cached.line is None:
+        return cached
+    line = deps.queue_lines.peek(cached.line, line_reader(deps, cached.line))
+    if line is None:
         return None
-    async with deps.sessions() as session:
-        return await throttle.place_in_line(session, spec.api.provider, limit, row.id, deps.clock())
+    place = line.place(task_id, deps.clock())
+    if place is None:
+        return cached if line.whole else None  # in a whole line, not there means sent (or finished) since
+    return spliced(cached, place)
+
+
+async def placed(deps: Deps, task_id: str, cached: CachedStatus) -> CachedStatus:
+    """with_place, reading the line (or for a task far back, counting its place) where it cannot tell."""
+    found = with_place(deps, task_id, cached)
+    if found is not None or cached.line is None:
+        return found or cached
+    line = await deps.queue_lines.get(cached.line, line_reader(deps, cached.line))
+    place = line.place(task_id, deps.clock())
+    if place is None and not line.whole:
+        async with deps.sessions() as session:
+            place = await throttle.place_in_line(session, cached.line, line.limit, task_id, deps.clock())
+    return cached if place is None else spliced(cached, place)
+
+
+def spliced(cached: CachedStatus, place: throttle.Place) -> CachedStatus:
+    """The cached body (compact JSON, an object) with the place's two fields added at its end."""
+    fields = encode_json({"queuePosition": place.position, "estimatedStartAt": place.starts_at.isoformat()})
+    return replace(cached, body=cached.body[:-1] + b"," + fields[1:])
 
 
 def encode_json(content: object) -> bytes:
@@ -114,20 +161,20 @@ async def status_changes(
                 yield None
             if status.terminal or deps.watch.draining:  # shutting down: the client reconnects elsewhere
                 return
-            # A status served only briefly (a place in line) is looked at again as soon as it lapses.
+            # A status that moves without its row changing (a place in line, signed URLs that lapse) is
+            # looked at again as it does.
             lapses_in = status.servable_until - deps.clock().timestamp()
-            await sleep_until_changed(changed, min(keepalive_s, max(lapses_in, QUEUED_STATUS_TTL_S)))
+            wake_s = min(keepalive_s, max(lapses_in, QUEUE_STREAM_POLL_S))
+            await sleep_until_changed(changed, wake_s if status.line is None else QUEUE_STREAM_POLL_S)
 
 
-def status_body(
-    task: Task | TaskStatus, public_base_url: str, place: throttle.Place | None = None
-) -> dict[str, object]:
+def status_body(task: Task | TaskStatus, public_base_url: str) -> dict[str, object]:
     """The task as clients see it. Each image is served from imagehook's own copy once it
     exists; until then it is the provider's URL, which expires (`expiresAt`). A task waiting for a
-    place in its provider's create window also says where it stands (`place`)."""
+    place in its provider's create window also says where it stands, as it is served (with_place)."""
     urls = image_urls(task, public_base_url) if task.state == State.SUCCESS else []
     failed = task.state == State.FAIL
-    body: dict[str, object] = {
+    return {
         "taskId": task.id,
         "state": task.state,
         "imageUrl": urls[0] if urls else None,
@@ -140,21 +187,13 @@ def status_body(
         "createdAt": task.created_at.isoformat(),
         "updatedAt": task.updated_at.isoformat(),
     }
-    if place is not None:
-        body |= {"queuePosition": place.position, "estimatedStartAt": place.starts_at.isoformat()}
-    return body
 
 
-def client_status(
-    task: Task | TaskStatus, settings: Settings, now: float, place: throttle.Place | None = None
-) -> tuple[dict[str, object], float]:
-    """The status object a client reads: status_body and its signed links; and until when it may be
-    served (Unix time): while its URLs have their promised lifetime left, and for a task in line for
-    a create slot, QUEUED_STATUS_TTL_S, as its place moves without its row changing."""
+def client_status(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:
+    """The status object a client reads, less any place in line: status_body and its signed links; and
+    until when it may be served (Unix time): while its URLs have their promised lifetime left."""
     signed, servable_until = signed_links(task, settings, now)
-    if place is not None:
-        servable_until = min(servable_until, now + QUEUED_STATUS_TTL_S)
-    return status_body(task, settings.public_base_url, place) | signed, servable_until
+    return status_body(task, settings.public_base_url) | signed, servable_until
 
 
 def signed_links(task: Task | TaskStatus, settings: Settings, now: float) -> tuple[dict[str, object], float]:

@@ -52,24 +52,63 @@ def in_line(provider: str) -> ColumnElement[bool]:
     return and_(Task.provider == provider, Task.upstream_id.is_(None), Task.next_check_at.is_not(None))
 
 
+# The order the sweeper claims waiting tasks in: due first, then oldest first.
+LINE_ORDER = (Task.next_check_at, Task.created_at, Task.id)
+# How much of a line one read takes: status reads of tasks further back count their place one by one.
+LINE_HEAD = 10_000
+
+
+@dataclass(frozen=True)
+class Line:
+    """The head of a provider's line of tasks waiting to be sent, as read at one moment."""
+
+    ahead: dict[str, tuple[int, datetime]]  # task id: its position (1: next) and when it may be sent
+    sends: list[datetime]  # the creates in the window then, newest first
+    whole: bool  # every waiting task is in `ahead`; else only the first LINE_HEAD are
+    limit: tuple[int, timedelta]  # the provider's create window
+
+    def place(self, task_id: str, now: datetime) -> Place | None:
+        """The task's place, if this line holds it."""
+        found = self.ahead.get(task_id)
+        if found is None:
+            return None
+        position, due = found
+        # A retry waits for its backoff whatever room the window has.
+        return Place(position, max(due, place_frees(position, self.sends, self.limit, now)))
+
+
+async def read_line(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
+    """The first LINE_HEAD of the provider's waiting tasks, in indexed reads (ix_tasks_send_queue): their
+    ids in line order, and the times of the few not due yet (a retry's backoff); the rest are due now.
+    Ids alone, as times cost a conversion each and a line can be thousands long."""
+    head_stmt = select(Task.id).where(in_line(provider)).order_by(*LINE_ORDER).limit(LINE_HEAD + 1)
+    ids = list((await session.execute(head_stmt)).scalars())
+    later_stmt = select(Task.id, Task.next_check_at).where(in_line(provider), Task.next_check_at > now)
+    later: dict[str, datetime] = dict((await session.execute(later_stmt.limit(LINE_HEAD))).all())  # type: ignore[arg-type]
+    ahead = {task_id: (n, later.get(task_id, now)) for n, task_id in enumerate(ids[:LINE_HEAD], start=1)}
+    return Line(ahead, await _sends(session, provider, limit, now), whole=len(ids) <= LINE_HEAD, limit=limit)
+
+
 async def place_in_line(
     session: AsyncSession, provider: str, limit: tuple[int, timedelta], task_id: str, now: datetime
 ) -> Place | None:
-    """The task's place among the provider's tasks waiting to be sent, in the order the sweeper claims
-    them (due first, then oldest first); None if it is not waiting (sent, or finished)."""
+    """One task's place among the provider's waiting tasks, counted in the database: for a task
+    further back than any Line holds. None if it is not waiting (sent, or finished)."""
     mine_stmt = select(Task.next_check_at, Task.created_at).where(Task.id == task_id, in_line(provider))
     mine = (await session.execute(mine_stmt)).one_or_none()
     if mine is None:
         return None
     due, created_at = mine
-    order = tuple_(Task.next_check_at, Task.created_at, Task.id)
-    ahead_stmt = select(func.count()).where(in_line(provider), order < tuple_(due, created_at, task_id))
+    ahead_stmt = select(func.count()).where(in_line(provider), tuple_(*LINE_ORDER) < tuple_(due, created_at, task_id))
     position = (await session.execute(ahead_stmt)).scalar_one() + 1
+    sends = await _sends(session, provider, limit, now)
+    return Place(position, max(due, place_frees(position, sends, limit, now)))
+
+
+async def _sends(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> list[datetime]:
     count, window = limit
     sends_stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider, UpstreamSend.at >= now - window)
-    sends = list((await session.execute(sends_stmt.order_by(UpstreamSend.at.desc()).limit(count))).scalars())
-    # A retry waits for its backoff whatever room the window has.
-    return Place(position, max(due, place_frees(position, sends, limit, now)))
+    return list((await session.execute(sends_stmt.order_by(UpstreamSend.at.desc()).limit(count))).scalars())
 
 
 def place_frees(position: int, sends: list[datetime], limit: tuple[int, timedelta], now: datetime) -> datetime:
