@@ -117,6 +117,7 @@ def task_rows(key_id: int, count: int, live_share: float, rng: random.Random) ->
             "updated_at": created,
             "submitted_at": created,
             "completed_at": None,
+            "cancel_at": None,
         }
         if not live:
             done = created + timedelta(seconds=rng.uniform(10, 90))
