@@ -14,8 +14,10 @@ from app.api.files import MAX_IMAGE_INDEX
 from app.api.images import CANCEL_AFTER_BOUNDS_S, IDEMPOTENCY_KEY, MAX_WAIT_S, NUMBER
 from app.contract import openai, requests, shapes
 from app.contract.shapes import ref
+from app.dashboard.queries import DASHBOARD_PAGE
 from app.inbound.url_values import MAX_ID, TASK_ID
 from app.providers.catalogue import MODELS
+from app.reads.listing import DELIVERIES_PAGE, FEED_PAGE, TASKS_PAGE, Page
 
 CLIENT = [{"bearer": []}, {"cookie": []}]
 ADMIN = [{"admin": []}, {"adminSession": []}]
@@ -107,7 +109,7 @@ def client_paths() -> dict[str, Any]:
                 "The caller's tasks, newest first",
                 ["tasks"],
                 parameters=[
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+                    limit_query(TASKS_PAGE),
                     query("cursor", shapes.STRING, "nextCursor of the page before."),
                     query("state", shapes.STATE),
                     query("model", {"type": "string", "enum": list(MODELS)}),
@@ -124,7 +126,7 @@ def client_paths() -> dict[str, Any]:
                 ["tasks"],
                 parameters=[
                     query("after", {"type": "integer", "minimum": 0, "maximum": MAX_ID, "default": 0}),
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+                    limit_query(FEED_PAGE),
                 ],
                 answers={200: json_answer("Events after `after`; pass nextCursor as `after` next.", ref("Feed"))},
                 errors=(400, 401, 503),
@@ -214,7 +216,7 @@ def client_paths() -> dict[str, Any]:
                 ["webhooks"],
                 parameters=[
                     query("taskId", TASK_ID_SCHEMA),
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                    limit_query(DELIVERIES_PAGE),
                 ],
                 answers={200: json_answer("Newest first.", ref("DeliveryList"))},
                 errors=(400, 401, 503),
@@ -397,7 +399,7 @@ def dashboard_paths() -> dict[str, Any]:
             "Every client's tasks, newest first",
             "DashboardTasks",
             [
-                query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}),
+                limit_query(DASHBOARD_PAGE),
                 query("state", shapes.STATE),
                 query("cursor", shapes.STRING),
             ],
@@ -507,6 +509,10 @@ def event_stream(description: str, event: str, data: dict[str, Any]) -> dict[str
         "required": ["event", "data"],
     }
     return {"description": description, "content": {"text/event-stream": {"schema": one_event}}}
+
+
+def limit_query(page: Page) -> dict[str, Any]:
+    return query("limit", {"type": "integer", "minimum": 1, "maximum": page.maximum, "default": page.default})
 
 
 def query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:

@@ -20,11 +20,12 @@ from app.db.tables import ApiKey, CallbackEvent, Task, TaskEvent, WebhookDeliver
 from app.deps import Deps
 from app.errors import BadRequest, NotFound
 from app.inbound import url_values as query
-from app.reads.listing import decode_cursor, delivery_body, encode_cursor, page_size
+from app.reads.listing import Page, decode_cursor, delivery_body, encode_cursor, page_size
 from app.tasks.domain import TERMINAL, State
 from app.tasks.status import status_body
 
 SUMMARY_TTL_S = 2.0
+DASHBOARD_PAGE = Page(25, 100)  # rows of everyone's tasks a page shows
 HOUR = timedelta(hours=1)
 CALLBACK_BODY_SHOWN = 2000  # characters of each inbox row's raw body
 
@@ -75,7 +76,7 @@ async def _last_hour(session: AsyncSession, since: datetime) -> dict[str, Any]:
 
 async def recent_tasks(deps: Deps, params: dict[str, str]) -> dict[str, Any]:
     """Everyone's tasks, newest first, paged by (created_at, id) as a client's own listing is."""
-    limit = page_size(params.get("limit"), 25, 100)
+    limit = page_size(params.get("limit"), DASHBOARD_PAGE)
     stmt = select(Task, ApiKey.name).join(ApiKey, ApiKey.id == Task.api_key_id)
     if (state := params.get("state")) is not None:
         if state not in State.__members__.values():

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import selectinload
@@ -26,12 +26,22 @@ from app.tasks.status import client_status
 FEED_SETTLE_S = 2.0
 
 
-def page_size(raw: str | None, default: int, maximum: int) -> int:
+class Page(NamedTuple):
+    """How many records a page holds when `limit` is not given, and at most (the contract publishes both)."""
+
+    default: int
+    maximum: int
+
+
+TASKS_PAGE, FEED_PAGE, DELIVERIES_PAGE = Page(20, 100), Page(100, 500), Page(50, 200)
+
+
+def page_size(raw: str | None, page: Page) -> int:
     if raw is None:
-        return default
-    size = query.integer(raw, 1, maximum)
+        return page.default
+    size = query.integer(raw, 1, page.maximum)
     if size is None:
-        raise BadRequest(f"limit must be an integer from 1 to {maximum}")
+        raise BadRequest(f"limit must be an integer from 1 to {page.maximum}")
     return size
 
 
@@ -53,7 +63,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_tasks(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
     """Newest first; keyset pagination on (created_at, id), so inserts never shift pages. A filter given
     empty (`state=`) is refused as any other bad value is, not taken for no filter."""
-    limit = page_size(params.get("limit"), 20, 100)
+    limit = page_size(params.get("limit"), TASKS_PAGE)
     stmt = select(Task).where(Task.api_key_id == api_key_id)
     if (state := params.get("state")) is not None:
         if state not in State.__members__.values():
@@ -84,7 +94,7 @@ async def feed(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str,
     after = query.integer(params.get("after", "0"))
     if after is None:
         raise BadRequest(f"after must be an event id (an integer from 0 to {query.MAX_ID})")
-    events = await changes_after(deps, after, page_size(params.get("limit"), 100, 500), api_key_id)
+    events = await changes_after(deps, after, page_size(params.get("limit"), FEED_PAGE), api_key_id)
     return {
         "events": [event_body(event) for event in events],
         "nextCursor": str(events[-1].id if events else after),
@@ -120,7 +130,7 @@ def event_body(event: TaskEvent) -> dict[str, Any]:
 
 
 async def list_deliveries(deps: Deps, api_key_id: int, params: dict[str, str]) -> dict[str, Any]:
-    limit = page_size(params.get("limit"), 50, 200)
+    limit = page_size(params.get("limit"), DELIVERIES_PAGE)
     stmt = select(WebhookDelivery).where(WebhookDelivery.api_key_id == api_key_id)
     if (task_id := params.get("taskId")) is not None:
         stmt = stmt.where(WebhookDelivery.task_id == query.task_id(task_id))

@@ -107,8 +107,9 @@ def with_place(deps: Deps, task_id: str, cached: CachedStatus) -> CachedStatus |
 async def placed(deps: Deps, task_id: str, cached: CachedStatus) -> CachedStatus:
     """with_place, reading the line (or for a task far back, counting its place) where it cannot tell."""
     found = with_place(deps, task_id, cached)
-    if found is not None or cached.line is None:
-        return found or cached
+    if found is not None:
+        return found
+    assert cached.line is not None  # with_place tells every status that waits in no line
     line = await deps.queue_lines.get(cached.line, line_reader(deps, cached.line))
     place = line.place(task_id, deps.clock())
     if place is None and not line.whole:

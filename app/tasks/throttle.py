@@ -73,8 +73,7 @@ class Line:
         if found is None:
             return None
         position, due = found
-        # A retry waits for its backoff whatever room the window has.
-        return Place(position, max(due, place_frees(position, self.sends, self.limit, now)))
+        return placed_at(position, due, self.sends, self.limit, now)
 
 
 async def read_line(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
@@ -101,7 +100,13 @@ async def place_in_line(
     due, created_at = mine
     ahead_stmt = select(func.count()).where(in_line(provider), tuple_(*LINE_ORDER) < tuple_(due, created_at, task_id))
     position = (await session.execute(ahead_stmt)).scalar_one() + 1
-    sends = await _sends(session, provider, limit, now)
+    return placed_at(position, due, await _sends(session, provider, limit, now), limit, now)
+
+
+def placed_at(
+    position: int, due: datetime, sends: list[datetime], limit: tuple[int, timedelta], now: datetime
+) -> Place:
+    # A retry waits for its backoff whatever room the window has.
     return Place(position, max(due, place_frees(position, sends, limit, now)))
 
 
