@@ -36,7 +36,7 @@ from app.api import (
     webhooks,
 )
 from app.api.guard import RefuseNul
-from app.api.shortcuts import Shortcuts, answered_from_cache
+from app.api.shortcuts import answered_from_cache, callback_lane, is_plain_callback
 from app.dashboard import routes as dashboard
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
@@ -77,11 +77,17 @@ ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
 
 
 class Gateway(Starlette):
-    """Starlette, but a status read the caches can answer is answered before its middleware stack
-    (app/api/shortcuts.py): it is the request that comes by the thousand per second."""
+    """Starlette, but a provider callback and a status read the caches can answer go past its
+    middleware stack (app/api/shortcuts.py): they are the requests that come by the thousand per second."""
+
+    def __init__(self, *, access_log: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.callback_lane = callback_lane(self.exception_handlers, access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await answered_from_cache(scope, send):
+        if is_plain_callback(scope):
+            await self.callback_lane(scope, receive, send)
+        elif not await answered_from_cache(scope, send):
             await super().__call__(scope, receive, send)
 
 
@@ -120,9 +126,14 @@ def create_app(
     middleware = [
         Middleware(Observed, access_log=settings.access_log),
         Middleware(RefuseNul),
-        Middleware(Shortcuts, handlers=handlers),
     ]
-    return Gateway(routes=ROUTES, lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
+    return Gateway(
+        routes=ROUTES,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers=handlers,
+        access_log=settings.access_log,
+    )
 
 
 def exception_handlers() -> dict[type[Exception], Callable[..., Any]]:
@@ -209,4 +220,5 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _endpoint(request: Request) -> str:
     # The endpoint name, not the path: callback paths carry a secret.
-    return getattr(request.scope.get("endpoint"), "__name__", "unknown endpoint")
+    endpoint = request.scope.get("endpoint")
+    return getattr(endpoint, "__name__", type(endpoint).__name__) if endpoint else "unknown endpoint"

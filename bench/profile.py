@@ -2,7 +2,9 @@
 
 Each scenario leaves DIR/<backend>-<scenario>.txt: the share of samples per component (a sample
 counts once for every component on its stack, so shares overlap) and the top functions by own time.
-The raw collapsed stacks are kept beside it for flame graphs.
+The event loop's thread is where a callback's or a read's time is spent, so it is summarised on
+its own first, then every thread together. The raw collapsed stacks are kept beside it for flame
+graphs.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def profiled(pid: int | None, output: Path | None, name: str) -> Iterator[None]:
     raw = output / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".raw")
     # Installed beside the Python running the bench (the project's test extra), or on PATH.
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy") or "py-spy"
-    command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw", "--output", str(raw)]
+    command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)]
     sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -58,14 +60,22 @@ def profiled(pid: int | None, output: Path | None, name: str) -> Iterator[None]:
         sampler.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
         sampler.wait(timeout=60)
         if raw.exists():
-            raw.with_suffix(".txt").write_text(summary(raw.read_text()))
+            collapsed = raw.read_text()
+            main = "\n".join(line for line in collapsed.splitlines() if MAIN_THREAD.match(line))
+            parts = ["## Main thread (the event loop)", summary(main), "## All threads", summary(collapsed)]
+            raw.with_suffix(".txt").write_text("\n".join(parts))
+
+
+# py-spy --threads starts each stack with its thread: `thread (ID): NAME;frame;frame... count`.
+MAIN_THREAD = re.compile(r"thread \(\d+\): MainThread;")
+THREAD = re.compile(r"^thread \(\d+\): [^;]*;")
 
 
 def summary(collapsed: str) -> str:
     """Component shares and top own-time functions of py-spy's collapsed stacks."""
     own, components, total = Counter[str](), Counter[str](), 0
     for line in collapsed.splitlines():
-        stack, _, count_text = line.rpartition(" ")
+        stack, _, count_text = THREAD.sub("", line).rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count, frames = int(count_text), stack.split(";")

@@ -9,27 +9,33 @@ from typing import Any
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import ClientDisconnect, Request
-from starlette.types import Message
+from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.inbound.untrusted import UntrustedInputError, load_json, unstorable
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
+    return await receive_body(request.receive, request.headers.get("content-length", ""), limit)
+
+
+async def receive_body(receive: Receive, declared: str, limit: int) -> bytes:
+    """The body ASGI's `receive` brings, refused unread if its declared Content-Length is over `limit`."""
     if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
-            chunks.append(chunk)
-    except ClientDisconnect:  # gone, or cut off for sending too slowly: nobody reads the answer
-        raise BadRequest("Request body was not received completely") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # gone, or cut off for sending too slowly: nobody reads the answer
+            raise BadRequest("Request body was not received completely")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body too large (limit {limit} bytes)")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -18,13 +18,13 @@ class RefuseNul:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (where := _nul_in(scope)):
+        if scope["type"] == "http" and (where := nul_in(scope)):
             await _refuse(send, scope["path"], f"Request {where} contains a NUL character")
             return
         await self.app(scope, receive, send)
 
 
-def _nul_in(scope: Scope) -> str | None:
+def nul_in(scope: Scope) -> str | None:
     if "\x00" in scope["path"]:
         return "path"
     query = scope["query_string"]

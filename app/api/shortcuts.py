@@ -1,15 +1,16 @@
-"""Two ways past the router, for the requests that come by the thousand: provider callbacks, and
-status reads the caches can answer.
+"""Two ways past the router and the middleware stack, for the requests that come by the thousand:
+provider callbacks, and status reads the caches can answer. Both are taken by the app itself,
+before anything else (app/main.py).
 
 Starlette's router, its middleware layers and its Request and Response objects cost more than
-anything either request does itself. A callback the callback route fully matches goes straight to
-its endpoint, its errors answered by the app's own handlers (`Shortcuts`, a middleware inside the
-request-observing one). A status read whose key and task status are both cached
-(`GET /api/images/status?taskId=ID` with `Authorization: Bearer`, nothing else in the query, no
-NUL in any header) is answered before the middleware stack even starts (`answered_from_cache`,
-called by the app itself, app/main.py), from memory, with the very bytes and headers the route
-and its middleware would send, and observed as they would observe it. Everything else,
-including every read the caches cannot answer, goes on to the router as before.
+anything either request does itself. A callback the callback route fully matches (POST, no NUL
+anywhere a NUL is refused) goes straight to its endpoint, wrapped only in what the stack would
+give it: the request's observation (`Observed`) and the app's own error handlers (`Handled`). A
+status read whose key and task status are both cached (`GET /api/images/status?taskId=ID` with
+`Authorization: Bearer`, nothing else in the query, no NUL in any header) is answered from
+memory, with the very bytes and headers the route and its middleware would send, and observed
+as they would observe it. Everything else, including every read the caches cannot answer, goes
+on to the stack and the router as before.
 """
 
 from __future__ import annotations
@@ -21,46 +22,57 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import callbacks, images
 from app.api.auth import bearer_credentials
+from app.api.guard import nul_in
 from app.deps import Deps
 from app.keys import hash_key
 from app.observe.logs import KEY_ID, REQUEST_ID, request_id
 from app.observe.metrics import CACHE_HITS
-from app.observe.requests import record
+from app.observe.requests import Observed, record
 from app.tasks.status import with_place
 
 ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 STATUS_PATH = "/api/images/status"
 # `taskId=` and a task id's characters only: no other parameter, nothing percent-encoded.
 PLAIN_STATUS_QUERY = re.compile(rb"taskId=([A-Za-z0-9_-]{1,40})")
+(CALLBACK_ROUTE,) = callbacks.routes
 
 
-class Shortcuts:
+class Handled:
+    """An endpoint whose exceptions are answered by the app's handlers, as ExceptionMiddleware would."""
+
     def __init__(self, app: ASGIApp, handlers: Mapping[type[Exception], ErrorHandler]) -> None:
         self.app, self.handlers = app, handlers
-        (self.callback_route,) = callbacks.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            match, child_scope = self.callback_route.matches(scope)
-            if match is Match.FULL:
-                scope.update(child_scope)  # path_params and endpoint, as the router sets them
-                scope["route"] = self.callback_route
-                return await self.callback(scope, receive, send)
-        await self.app(scope, receive, send)
-
-    async def callback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
         try:
-            response: Response = await callbacks.provider_callback(request)
+            await self.app(scope, receive, send)
         except Exception as exc:
+            request = Request(scope, receive)
             handler = next(self.handlers[kind] for kind in type(exc).__mro__ if kind in self.handlers)
             response = await handler(request, exc)
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+
+
+def callback_lane(handlers: Mapping[type[Exception], ErrorHandler], access_log: bool) -> ASGIApp:
+    """The callback endpoint with what the middleware stack would have wrapped it in."""
+    return Observed(Handled(callbacks.provider_callback, handlers), access_log=access_log)
+
+
+def is_plain_callback(scope: Scope) -> bool:
+    """A callback request the callback lane answers as the stack would, its path parameters set as
+    the router sets them."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return False
+    matched = CALLBACK_ROUTE.path_regex.match(scope["path"])
+    if matched is None or nul_in(scope):  # refused by RefuseNul, down the stack
+        return False
+    scope["path_params"] = matched.groupdict()  # every parameter is a plain string
+    scope["route"], scope["endpoint"] = CALLBACK_ROUTE, CALLBACK_ROUTE.endpoint
+    return True
 
 
 STATUS_ROUTE = next(route for route in images.routes if getattr(route, "path", None) == STATUS_PATH)

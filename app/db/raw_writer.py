@@ -34,7 +34,6 @@ from app.db.task_writer import HEAD_COLUMNS, TaskHead, group_by_columns
 from app.errors import DatabaseUnavailable
 from app.tasks.domain import TERMINAL
 
-SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
 APPLICATION_NAME = "imagehook-callbacks"
 
 
@@ -141,10 +140,16 @@ def open_raw_writer(url: str, timeout_s: float | None, write_lock: asyncio.Lock 
     return PostgresWriter(asyncpg_dsn(url), timeout_s or None)
 
 
+def sqlite_datetime(value: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME text, `%Y-%m-%d %H:%M:%S.%f` of the value's own fields
+    (any offset left off, as SQLAlchemy leaves it); isoformat makes it in half strftime's time."""
+    return value.isoformat(" ", "microseconds")[:26]
+
+
 class SqliteTransaction(RawTransaction):
     """Writes wait in `pending` and go with the next thread hop: the lock's, or the commit's."""
 
-    encoders = RawTransaction.encoders | {datetime: lambda value: value.strftime(SQLITE_DATETIME)}
+    encoders = RawTransaction.encoders | {datetime: sqlite_datetime}
 
     def __init__(self, connection: SqliteThread) -> None:
         super().__init__()

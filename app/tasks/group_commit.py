@@ -40,8 +40,9 @@ class GroupCommit(Generic[Tx, Item, Result]):
         self._pending.append((item, future))
         if self._running is None:
             self._running = asyncio.create_task(self._drain())
-        # Shielded: a caller that goes away must not cancel a group others are waiting on.
-        return await asyncio.shield(future)
+        # A caller that goes away cancels only its own future: the group goes on, and is not
+        # awaited by anyone but its own task (`_drain` answers only futures still waiting).
+        return await future
 
     async def _drain(self) -> None:
         try:

@@ -53,3 +53,15 @@ async def test_a_failing_write_fails_alone_and_leaves_nothing_behind(sessions) -
     # The group was rolled back as a whole, then each write was retried on its own.
     assert recorder.groups == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
     assert await stored(sessions) == ["a", "b"]
+
+
+async def test_a_caller_that_goes_away_costs_no_one_their_write_nor_its_own(sessions) -> None:
+    recorder = Recorder()
+    group = GroupCommit(sessions.begin, recorder)
+    gone = asyncio.create_task(group.run("gone"))
+    staying = asyncio.create_task(group.run("staying"))
+    await asyncio.sleep(0)  # both wait on the group now
+    gone.cancel()
+    assert await staying == "STAYING"
+    assert gone.cancelled()
+    assert await stored(sessions) == ["gone", "staying"]  # written all the same: its sender may retry

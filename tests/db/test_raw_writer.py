@@ -11,9 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
 
 from app.db import queries
+from app.db.raw_writer import sqlite_datetime
 from app.db.tables import StoredFile, Task, TaskEvent, WebhookDelivery
 from app.db.task_writer import SessionWriter
 from app.deps import Deps, open_deps
@@ -152,3 +156,9 @@ async def test_a_write_lock_held_elsewhere_past_the_bound_is_an_outage(
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+@given(st.datetimes(timezones=st.sampled_from([None, UTC])))
+def test_a_datetime_is_stored_as_sqlalchemys_sqlite_text(moment: datetime) -> None:
+    as_sqlalchemy_stores_it = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    assert sqlite_datetime(moment) == as_sqlalchemy_stores_it(moment)
