@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
+from sqlalchemy import JSON, DateTime
 from sqlalchemy.engine import make_url
 
 from app.db.engine import SQLITE_PRAGMAS, UNBOUNDED_SQLITE_LOCK_WAIT_S, asyncpg_bounds, asyncpg_dsn, is_sqlite
@@ -49,7 +50,8 @@ class RawWriter(Protocol):
 class RawTransaction(abc.ABC):
     """A TaskWriter made of one driver's `execute` (many rows) and `fetch`: the SQL is shared."""
 
-    encoders: dict[type, Callable[[Any], Any]] = {dict: json.dumps, list: json.dumps}
+    # By column type, what the driver is given for a value (not None) of such a column.
+    type_encoders: dict[type, Callable[[Any], Any]] = {JSON: json.dumps}
 
     def __init__(self) -> None:
         self.changed_ids: list[str] = []
@@ -73,11 +75,19 @@ class RawTransaction(abc.ABC):
     @abc.abstractmethod
     async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
-    def encode(self, value: Any) -> Any:
-        """As SQLAlchemy's JSON type stores a value; every dict or list written goes to a JSON column."""
-        # By exact type: called for every value of every row, and most values are plain.
-        encoder = self.encoders.get(type(value))
-        return value if encoder is None else encoder(value)
+    def encoded(self, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """The rows' values of `columns`, in order, as SQLAlchemy's column types would store them."""
+        encoders = column_encoders(type(self), table, tuple(columns))
+        if not encoders:
+            return [tuple(row[name] for name in columns) for row in rows]
+        encoded = []
+        for row in rows:
+            values = [row[name] for name in columns]
+            for at, encode in encoders:
+                if values[at] is not None:
+                    values[at] = encode(values[at])
+            encoded.append(tuple(values))
+        return encoded
 
     async def lock_heads(self, task_ids: Sequence[str]) -> dict[str, TaskHead]:
         if not task_ids:
@@ -94,9 +104,7 @@ class RawTransaction(abc.ABC):
             columns = [name for name in same_columns[0] if name != "id"]
             sets = ", ".join(f"{name} = {self.placeholder(n)}" for n, name in enumerate(columns, 1))
             sql = f"UPDATE tasks SET {sets} WHERE id = {self.placeholder(len(columns) + 1)}"
-            await self.execute(
-                sql, [(*(self.encode(row[name]) for name in columns), row["id"]) for row in same_columns]
-            )
+            await self.execute(sql, self.encoded("tasks", [*columns, "id"], same_columns))
 
     async def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -106,7 +114,7 @@ class RawTransaction(abc.ABC):
         columns = list(rows[0])
         markers = ", ".join(self.placeholder(n) for n in range(1, len(columns) + 1))
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({markers})"
-        await self.execute(sql, [tuple(self.encode(row[name]) for name in columns) for row in rows])
+        await self.execute(sql, self.encoded(table, columns, rows))
 
     async def reschedule(self, task_ids: Sequence[str], next_check_at: datetime) -> None:
         if not task_ids:
@@ -114,13 +122,29 @@ class RawTransaction(abc.ABC):
         terminal = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL))
         marker = self.placeholder
         sql = f"UPDATE tasks SET next_check_at = {marker(1)} WHERE id = {marker(2)} AND state NOT IN ({terminal})"
-        await self.execute(sql, [(self.encode(next_check_at), task_id) for task_id in task_ids])
+        rows = [{"next_check_at": next_check_at, "id": task_id} for task_id in task_ids]
+        await self.execute(sql, self.encoded("tasks", ["next_check_at", "id"], rows))
 
     def changed(self, task_ids: Sequence[str]) -> None:
         self.changed_ids.extend(task_ids)
 
     def after_commit(self, then: Callable[[], None]) -> None:
         self.committed.append(then)
+
+
+@functools.cache
+def column_encoders(
+    kind: type[RawTransaction], table: str, columns: tuple[str, ...]
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(position, encoder) of each of `columns` whose type `kind` encodes (by the type or its base)."""
+    types = Base.metadata.tables[table].c
+    found = []
+    for at, name in enumerate(columns):
+        column_type = types[name].type
+        column_type = getattr(column_type, "impl", column_type)  # a TypeDecorator: the type it stores as
+        encoders = [kind.type_encoders[base] for base in type(column_type).__mro__ if base in kind.type_encoders]
+        found += [(at, encoders[0])] if encoders else []
+    return tuple(found)
 
 
 @functools.cache
@@ -149,7 +173,7 @@ def sqlite_datetime(value: datetime) -> str:
 class SqliteTransaction(RawTransaction):
     """Writes wait in `pending` and go with the next thread hop: the lock's, or the commit's."""
 
-    encoders = RawTransaction.encoders | {datetime: sqlite_datetime}
+    type_encoders = RawTransaction.type_encoders | {DateTime: sqlite_datetime}
 
     def __init__(self, connection: SqliteThread) -> None:
         super().__init__()

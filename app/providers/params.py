@@ -7,6 +7,7 @@ words a client understands, what the value must be.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -135,8 +136,11 @@ def url(upstream: str) -> Param:
     return Param(upstream, "url")
 
 
+WHITESPACE = re.compile(r"\s")  # exactly str.isspace's characters, found in C
+
+
 def is_absolute_http_url(value: str) -> bool:
-    if any(ch.isspace() for ch in value):
+    if WHITESPACE.search(value):
         return False
     try:
         parts = urlsplit(value)
