@@ -52,7 +52,20 @@ def profiled(pid: int | None, output: Path | None, name: str) -> Iterator[None]:
     raw = output / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".raw")
     # Installed beside the Python running the bench (the project's test extra), or on PATH.
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy") or "py-spy"
-    command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)]
+    command = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(RATE_HZ),
+        "--threads",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+    ]
     sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield

@@ -32,9 +32,7 @@ class ProviderCallback:
             raise NotFound("Not Found")
         headers = header_map(scope)
         raw = await receive_body(receive, headers.get("content-length", ""), deps.settings.max_body_bytes)
-        verdict = await receive_callback(
-            deps, owner, params["api"], params["task_id"], params["token"], headers, raw
-        )
+        verdict = await receive_callback(deps, owner, params["api"], params["task_id"], params["token"], headers, raw)
         body = RECEIVED if verdict.status == 200 else error_body(verdict.message)
         answer = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": verdict.status, "headers": answer})
