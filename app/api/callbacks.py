@@ -7,8 +7,7 @@ middleware stack (app/api/shortcuts.py); whichever way a callback comes, this en
 
 from __future__ import annotations
 
-import json
-
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -33,20 +32,16 @@ class ProviderCallback:
         headers = header_map(scope)
         raw = await receive_body(receive, headers.get("content-length", ""), deps.settings.max_body_bytes)
         verdict = await receive_callback(deps, owner, params["api"], params["task_id"], params["token"], headers, raw)
-        body = RECEIVED if verdict.status == 200 else error_body(verdict.message)
-        answer = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": verdict.status, "headers": answer})
-        await send({"type": "http.response.body", "body": body})
+        if verdict.status != 200:
+            return await JSONResponse({"error": verdict.message}, status_code=verdict.status)(scope, receive, send)
+        answer = [(b"content-length", str(len(RECEIVED)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": answer})
+        await send({"type": "http.response.body", "body": RECEIVED})
 
 
 def header_map(scope: Scope) -> dict[str, str]:
     """The request's headers by (lowercase) name; of a repeated one, the first, as Starlette's Headers.get."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
-
-
-def error_body(message: str) -> bytes:
-    """{"error": message}, as JSONResponse renders it."""
-    return json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 provider_callback = ProviderCallback()

@@ -142,8 +142,11 @@ def column_encoders(
     for at, name in enumerate(columns):
         column_type = types[name].type
         column_type = getattr(column_type, "impl", column_type)  # a TypeDecorator: the type it stores as
-        encoders = [kind.type_encoders[base] for base in type(column_type).__mro__ if base in kind.type_encoders]
-        found += [(at, encoders[0])] if encoders else []
+        encoder = next(
+            (kind.type_encoders[base] for base in type(column_type).__mro__ if base in kind.type_encoders), None
+        )
+        if encoder is not None:
+            found.append((at, encoder))
     return tuple(found)
 
 
