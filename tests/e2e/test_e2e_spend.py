@@ -18,7 +18,7 @@ from app.tasks.domain import TERMINAL
 from app.tasks.retention import purge
 from tests.e2e.test_e2e_flow import submit
 from tests.support.database import count_rows
-from tests.support.gateways import EMULATOR_API_KEY, Emulator, Gateway, StartGateway, wait_for_state
+from tests.support.gateways import EMULATOR_API_KEY, ClientOf, Emulator, Gateway, StartGateway, wait_for_state
 from tests.support.waiting import wait_until
 
 
@@ -138,8 +138,15 @@ async def test_burst_of_100_never_trips_kies_create_rate_limit(
 
 
 async def test_purge_deletes_old_finished_tasks_and_their_records(
-    gateway: Gateway, client: httpx.AsyncClient, kie: Emulator, sessions
+    start_gateway: StartGateway, client_of: ClientOf, kie: Emulator, sessions
 ) -> None:
+    # A deadline past the backdating below, or the sweeper would rightly fail the old unfinished task.
+    gateway = await start_gateway(task_timeout_s=timedelta(days=100).total_seconds())
+    async with client_of(gateway) as client:
+        await _purge_old_finished_tasks(gateway, client, kie, sessions)
+
+
+async def _purge_old_finished_tasks(gateway: Gateway, client: httpx.AsyncClient, kie: Emulator, sessions) -> None:
     await kie.set_faults(generate_s=0.1)
     old, recent = await submit(client), await submit(client)
     await kie.set_faults(generate_s=60)
