@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "lua" / "requests.lua"
+SCRIPTS = Path(__file__).parent / "lua"
 THREADS = 2
 CONNECTIONS = 32
+SHARE_DONE = b"share answered"  # what once.lua prints as each thread is done
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # to milliseconds
 
 
@@ -48,19 +50,28 @@ def write_requests(path: Path, lines: list[str]) -> Path:
 async def run(
     url: str, requests: Path, *, mode: str, duration_s: float, headers: dict[str, str] | None = None
 ) -> Result:
-    """Load `url` with the requests in the file for duration_s; mode is "random" or "sequential"."""
+    """Load `url` with the requests in the file for duration_s; mode is "random" or "sequential"
+    (see lua/requests.lua), or "once": every request answered once, then stop, within duration_s."""
+    script, mode = (SCRIPTS / "once.lua", "sequential") if mode == "once" else (SCRIPTS / "requests.lua", mode)
     command = ["wrk", "--latency", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration_s))}s"]
-    command += ["--timeout", "10s", "-s", str(SCRIPT)]
+    command += ["--timeout", "10s", "-s", str(script)]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     command += [url, "--", str(requests), mode, str(THREADS)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    output = (await process.communicate())[0].decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed ({process.returncode}):\n{output}")
-    return parse(output)
+    assert process.stdout is not None
+    output, shares_done = [], 0
+    async for line in process.stdout:
+        output.append(line.decode(errors="replace"))
+        if line.startswith(SHARE_DONE):  # once.lua: wrk runs for its duration unless interrupted
+            shares_done += 1
+            if shares_done == THREADS:
+                process.send_signal(signal.SIGINT)  # wrk stops and reports, as on Ctrl-C
+    if await process.wait() != 0:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{''.join(output)}")
+    return parse("".join(output))
 
 
 def parse(output: str) -> Result:

@@ -4,6 +4,7 @@
 --   random      every request is drawn uniformly from the whole file
 --   sequential  thread k sends lines k, k+THREADS, k+2*THREADS, ... in order, so no line is sent
 --               twice until a thread has used up its share; then it starts over
+-- (once.lua adds a mode that stops as soon as every line has been answered.)
 -- Each request is formatted once in init(), so wrk spends the same per request on every server.
 
 local next_thread = 0
@@ -42,7 +43,8 @@ local function format(fields)
    return wrk.format(fields[1], fields[2], headers, body)
 end
 
-local requests, count, position, random_mode = {}, 0, 0, false
+local requests, position, random_mode = {}, 0, false
+count = 0 -- this thread's number of requests: global, for once.lua
 
 function init(args)
    local file, threads = args[1], tonumber(args[3])
