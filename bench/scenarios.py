@@ -24,6 +24,7 @@ from app.providers.kie import signature as kie_signature
 from app.settings import Settings
 from app.tasks.submit import callback_url
 from bench import e2e, seed, servers, sweep, wrk
+from bench.profile import profiled
 from bench.report import Row, compared, ms
 from bench.servers import Server
 
@@ -335,7 +336,8 @@ async def queued_reads(ctx: Ctx) -> list[Row]:
             ctx, url=url, engine=engine, key=key, key_id=key_id, gateway=gateway, read=set(), seeding=[]
         )
         await submit_many(queue_ctx, ctx.plan.e2e_tasks)
-        row = await hot_reads(queue_ctx)
+        with profiled(queue_ctx.gateway_pid, ctx.profile, f"{ctx.backend} queued gateway, hot reads"):
+            row = await hot_reads(queue_ctx)
         row.scenario = f"status reads, hot, {ctx.plan.e2e_tasks:,} tasks queued behind the create window"
         row.notes = f"{await seed.count_unsent(engine):,} of them still unsent after the runs; {row.notes}"
         return [row]
