@@ -82,8 +82,8 @@ def line_reader(deps: Deps, provider: str) -> Callable[[], Awaitable[throttle.Li
     async def read_line() -> throttle.Line:
         limit = throttle.limit_for(deps, provider)
         assert limit is not None  # waiting_line found one; a provider's window is set at start-up
-        async with deps.sessions() as session:
-            return await throttle.read_line(session, provider, limit, deps.clock())
+        async with deps.engine.connect() as connection:
+            return await throttle.read_line(connection, provider, limit, deps.clock())
 
     return read_line
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.tables import Task, UpstreamSend
 from app.deps import Deps
 from app.providers.base import CreateWindow
+
+Reader = AsyncSession | AsyncConnection  # what the line's reads run on
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,17 @@ class Line:
         return placed_at(position, due, self.sends, self.limit, now)
 
 
-async def read_line(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
+async def read_line(connection: Reader, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
     """The first LINE_HEAD of the provider's waiting tasks, in indexed reads (ix_tasks_send_queue): their
     ids in line order, and the times of the few not due yet (a retry's backoff); the rest are due now.
-    Ids alone, as times cost a conversion each and a line can be thousands long."""
+    Ids alone, as times cost a conversion each and a line can be thousands long; on a Core connection,
+    as the ORM would spend as much again making its rows."""
     head_stmt = select(Task.id).where(in_line(provider)).order_by(*LINE_ORDER).limit(LINE_HEAD + 1)
-    ids = list((await session.execute(head_stmt)).scalars())
+    ids = list((await connection.execute(head_stmt)).scalars())
     later_stmt = select(Task.id, Task.next_check_at).where(in_line(provider), Task.next_check_at > now)
-    later: dict[str, datetime] = dict((await session.execute(later_stmt.limit(LINE_HEAD))).all())  # type: ignore[arg-type]
+    later: dict[str, datetime] = dict((await connection.execute(later_stmt.limit(LINE_HEAD))).all())  # type: ignore[arg-type]
     ahead = {task_id: (n, later.get(task_id, now)) for n, task_id in enumerate(ids[:LINE_HEAD], start=1)}
-    return Line(ahead, await _sends(session, provider, limit, now), whole=len(ids) <= LINE_HEAD, limit=limit)
+    return Line(ahead, await _sends(connection, provider, limit, now), whole=len(ids) <= LINE_HEAD, limit=limit)
 
 
 async def place_in_line(
@@ -110,10 +113,10 @@ def placed_at(
     return Place(position, max(due, place_frees(position, sends, limit, now)))
 
 
-async def _sends(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> list[datetime]:
+async def _sends(connection: Reader, provider: str, limit: tuple[int, timedelta], now: datetime) -> list[datetime]:
     count, window = limit
     sends_stmt = select(UpstreamSend.at).where(UpstreamSend.provider == provider, UpstreamSend.at >= now - window)
-    return list((await session.execute(sends_stmt.order_by(UpstreamSend.at.desc()).limit(count))).scalars())
+    return list((await connection.execute(sends_stmt.order_by(UpstreamSend.at.desc()).limit(count))).scalars())
 
 
 def place_frees(position: int, sends: list[datetime], limit: tuple[int, timedelta], now: datetime) -> datetime:
