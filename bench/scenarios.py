@@ -105,15 +105,17 @@ def status_file(ctx: Ctx, name: str, task_ids: list[str]) -> Path:
     return wrk.write_requests(ctx.workdir / f"{ctx.backend}-{name}.txt", lines)
 
 
-async def hot_reads(ctx: Ctx, prefix: str = "") -> Row:
-    """Status reads drawn uniformly at random from hot_set tasks of the table, after a warm-up."""
+async def hot_reads(ctx: Ctx, prefix: str = "", profile_as: str = "") -> Row:
+    """Status reads drawn uniformly at random from hot_set tasks of the table, after a warm-up;
+    if profile_as names it, the gateway is profiled during the measured runs (not the warm-up)."""
     assert ctx.gateway is not None
     hot_ids = await seed.sample_ids(ctx.engine, ctx.plan.hot_set)
     ctx.read.update(hot_ids)
     hot = status_file(ctx, "hot", hot_ids)
     await warm_up(ctx, hot)
     before = await status_reads_by_outcome(ctx)
-    pairs = [await pair(ctx, hot, "random", ctx.plan.duration_s) for _ in range(ctx.plan.runs)]
+    with profiled(ctx.gateway_pid, ctx.profile if profile_as else None, profile_as):
+        pairs = [await pair(ctx, hot, "random", ctx.plan.duration_s) for _ in range(ctx.plan.runs)]
     after = await status_reads_by_outcome(ctx)
     hits, total = after["cache_hit"] - before["cache_hit"], sum(after.values()) - sum(before.values())
     cached = f"{hits / max(total, 1):.1%} answered from the cache"
@@ -336,8 +338,7 @@ async def queued_reads(ctx: Ctx) -> list[Row]:
             ctx, url=url, engine=engine, key=key, key_id=key_id, gateway=gateway, read=set(), seeding=[]
         )
         await submit_many(queue_ctx, ctx.plan.e2e_tasks)
-        with profiled(queue_ctx.gateway_pid, ctx.profile, f"{ctx.backend} queued gateway, hot reads"):
-            row = await hot_reads(queue_ctx)
+        row = await hot_reads(queue_ctx, profile_as=f"{ctx.backend} queued gateway, hot reads")
         row.scenario = f"status reads, hot, {ctx.plan.e2e_tasks:,} tasks queued behind the create window"
         row.notes = f"{await seed.count_unsent(engine):,} of them still unsent after the runs; {row.notes}"
         return [row]
