@@ -68,6 +68,12 @@ class Deps:
             self._group_commits[kind] = GroupCommit(self.raw_write, write_group)
         return self._group_commits[kind]
 
+    async def group_commits_idle(self, within_s: float) -> None:
+        """Return once no group commit is busy, or after within_s at the latest: background work
+        that shares their write lock waits here for a gap in a burst rather than stall it."""
+        for group_commit in list(self._group_commits.values()):
+            await group_commit.idle(within_s)
+
     @asynccontextmanager
     async def raw_write(self) -> AsyncIterator[RawTransaction]:
         """A write transaction on the raw writer's connection, announced as Deps.write() does."""

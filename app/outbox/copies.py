@@ -36,6 +36,8 @@ from app.tasks.domain import Backoff
 
 BATCH_SIZE = 10  # also the most downloads at once per sweeper: a batch runs concurrently
 COPY_BACKOFF = Backoff(base_s=2.0, cap_s=300.0)
+# The longest a batch waits for callbacks to pause: during a burst, copies go on at BATCH_SIZE a second.
+YIELD_TO_CALLBACKS_S = 1.0
 # Kie's shortest documented URL lifetime: after it there is nothing left to copy.
 GIVE_UP_AFTER = timedelta(hours=24)
 MAX_REDIRECTS = 3
@@ -70,6 +72,9 @@ def lease_s(settings: Settings) -> float:
 
 async def copy_due(deps: Deps, limit: int = BATCH_SIZE) -> Counter[str]:
     """Copy every due image of one batch, concurrently. Returns what was done."""
+    # Each result of a burst of callbacks is a copy to make, and each batch two write transactions
+    # that a callback group would queue behind: copies, good for a day, wait for a gap instead.
+    await deps.group_commits_idle(YIELD_TO_CALLBACKS_S)
     lease = timedelta(seconds=lease_s(deps.settings))
     copier = Copier(deps, open_storage(deps.settings))
     outcomes = await runner.run_jobs(deps, claim_copies, lease, limit, copier)

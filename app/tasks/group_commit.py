@@ -44,6 +44,12 @@ class GroupCommit(Generic[Tx, Item, Result]):
         # awaited by anyone but its own task (`_drain` answers only futures still waiting).
         return await future
 
+    async def idle(self, within_s: float) -> None:
+        """Return once no group is gathering or committing, or after within_s at the latest."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while self._running is not None and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait({self._running}, timeout=left)  # waits for it, never cancels it
+
     async def _drain(self) -> None:
         try:
             while self._pending:

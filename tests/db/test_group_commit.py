@@ -65,3 +65,35 @@ async def test_a_caller_that_goes_away_costs_no_one_their_write_nor_its_own(sess
     assert await staying == "STAYING"
     assert gone.cancelled()
     assert await stored(sessions) == ["gone", "staying"]  # written all the same: its sender may retry
+
+
+class Gated(Recorder):
+    """A Recorder whose groups each wait for `release` before writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, session, items: list[str]) -> list[str]:
+        await self.release.wait()
+        return await super().__call__(session, items)
+
+
+async def test_idle_returns_once_the_groups_are_committed_and_waits_no_longer_than_asked(sessions) -> None:
+    gated = Gated()
+    group = GroupCommit(sessions.begin, gated)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await group.idle(5)  # nothing gathering or committing: at once
+    assert loop.time() - started < 0.5
+    write = asyncio.create_task(group.run("a"))
+    await asyncio.sleep(0)
+    started = loop.time()
+    await group.idle(0.2)  # a group that does not commit in time is not waited out
+    assert 0.2 <= loop.time() - started < 1.5 and not write.done()
+    waiting = asyncio.create_task(group.idle(30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gated.release.set()
+    await asyncio.wait_for(waiting, 5)  # returns as the group commits
+    assert await write == "A" and await stored(sessions) == ["a"]
