@@ -27,6 +27,7 @@ from app.settings import Settings
 
 # Far above what any client of this API sends (a browser's cookies included), far below a memory problem.
 MAX_HEADER_BYTES = 64 * 1024
+HEADERS_END = b"\r\n\r\n"
 REFUSED_LINGER_S = 1.0
 # At shutdown, an idle connection stays open this long for a request that may already be on its way.
 SHUTDOWN_LINGER_S = 0.5
@@ -122,6 +123,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.settings, self.waiting = settings, waiting
         self.deadline: asyncio.TimerHandle | None = None
         self.header_bytes = 0  # received since the current request's headers began; None once they are in
+        self.header_tail = b""  # the last bytes of the headers so far, where their end may begin
         self.refused = False
         self.draining = False  # shutdown has begun: one more request at most, then close
         self.heard_while_draining = False
@@ -154,11 +156,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.refused:
             return  # read and dropped: closing with unread data would reset the line, losing the answer
         if self.header_bytes is not None:
-            self.header_bytes += len(data)
+            self.header_bytes += self._header_share(data)
             if self.header_bytes > MAX_HEADER_BYTES:
                 self._refuse(431, f"Request headers larger than {MAX_HEADER_BYTES} bytes")
                 return
         super().data_received(data)
+
+    def _header_share(self, data: bytes) -> int:
+        """How many bytes of `data` belong to the headers: up to the blank line that ends them (found
+        across reads too), not the body that may come in the same read."""
+        seen = self.header_tail + data
+        self.header_tail = seen[-(len(HEADERS_END) - 1) :]
+        end = seen.find(HEADERS_END)
+        return len(data) if end < 0 else max(0, end + len(HEADERS_END) - (len(seen) - len(data)))
 
     def _refuse(self, status: int, error: str) -> None:
         """Answer, end our side, and close a moment later, whatever the client still sends meanwhile."""
@@ -176,7 +186,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._set_deadline(self.settings.header_timeout_s, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:
-        self.header_bytes = None
+        self.header_bytes, self.header_tail = None, b""
         super().on_headers_complete()
         if self.draining:
             self.cycle.keep_alive = False

@@ -221,6 +221,18 @@ async def test_bytes_that_are_not_http_get_a_json_400(timed_gateway: ProcessServ
     assert json.loads(body) == {"error": "Invalid HTTP request received."}
 
 
+async def test_a_large_body_read_together_with_its_headers_is_no_header(timed_gateway: ProcessServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", timed_gateway.port)
+    body = b'{"code": 200, "msg": "' + b"a" * 200_000 + b'"}'  # read whole by the callback route
+    head = b"POST /callbacks/kie/ih_AAAAAAAAAAAAAAAAAAAAAAAA/bad HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    writer.write(head + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    answer = await asyncio.wait_for(reader.read(), timeout=MARGIN_S)
+    writer.close()
+    head, _, reply = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401"), head  # the route's answer to the URL's bad token, not a 431
+    assert json.loads(reply) == {"error": "Invalid callback credentials"}
+
+
 async def test_headers_past_their_bound_are_refused_431(timed_gateway: ProcessServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", timed_gateway.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
