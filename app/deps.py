@@ -71,8 +71,7 @@ class Deps:
     async def group_commits_idle(self, within_s: float) -> None:
         """Return once no group commit is busy, or after within_s at the latest: background work
         that shares their write lock waits here for a gap in a burst rather than stall it."""
-        for group_commit in list(self._group_commits.values()):
-            await group_commit.idle(within_s)
+        await asyncio.gather(*(group_commit.idle(within_s) for group_commit in self._group_commits.values()))
 
     @asynccontextmanager
     async def raw_write(self) -> AsyncIterator[RawTransaction]:

@@ -46,8 +46,9 @@ class GroupCommit(Generic[Tx, Item, Result]):
 
     async def idle(self, within_s: float) -> None:
         """Return once no group is gathering or committing, or after within_s at the latest."""
-        deadline = asyncio.get_running_loop().time() + within_s
-        while self._running is not None and (left := deadline - asyncio.get_running_loop().time()) > 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while self._running is not None and (left := deadline - loop.time()) > 0:
             await asyncio.wait({self._running}, timeout=left)  # waits for it, never cancels it
 
     async def _drain(self) -> None:

@@ -20,7 +20,7 @@ from app.db.tables import Task, UpstreamSend
 from app.deps import Deps
 from app.providers.base import CreateWindow
 
-Reader = AsyncSession | AsyncConnection  # what the line's reads run on
+Reader = AsyncSession | AsyncConnection  # what the reads of the window's sends run on
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Line:
         return placed_at(position, due, self.sends, self.limit, now)
 
 
-async def read_line(connection: Reader, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
+async def read_line(connection: AsyncConnection, provider: str, limit: tuple[int, timedelta], now: datetime) -> Line:
     """The first LINE_HEAD of the provider's waiting tasks, in indexed reads (ix_tasks_send_queue): their
     ids in line order, and the times of the few not due yet (a retry's backoff); the rest are due now.
     Ids alone, as times cost a conversion each and a line can be thousands long; on a Core connection,
