@@ -33,8 +33,10 @@ async def test_a_revoked_key_is_refused_everywhere_and_its_task_still_delivers(
     await start_server(receiver.server)
     replicas = [await start_gateway(webhook_allow_private=True) for _ in range(2)]
     client = await make_client_key("to be revoked")
-    # The task finishes only after every replica has stopped taking its key.
-    await kie.set_faults(generate_s=KEY_CACHE_TTL_S + 2)
+    # The task finishes only after every replica has stopped taking its key: revoking (a CLI process)
+    # and each replica's cache expiring take up to a TTL plus start-up time, so leave a wide margin.
+    generate_s = 2 * KEY_CACHE_TTL_S + 10
+    await kie.set_faults(generate_s=generate_s)
     key = {"Authorization": f"Bearer {client.key}"}
     async with contextlib.AsyncExitStack() as stack:
         one, two = [
@@ -55,7 +57,7 @@ async def test_a_revoked_key_is_refused_everywhere_and_its_task_still_delivers(
         assert (await two.post("/api/images/generate", json={"prompt": "one more"})).status_code == 401
     assert (await load_task(sessions, task_id)).state in ("pending", "processing")  # refused mid-task
 
-    (webhook,) = await receiver.wait_for(1, timeout=KEY_CACHE_TTL_S + 20)
+    (webhook,) = await receiver.wait_for(1, timeout=generate_s + 20)
     payload = Webhook(client.webhook_secret).verify(webhook.body, webhook.headers)
     assert payload["taskId"] == task_id and payload["state"] == "success"
 
