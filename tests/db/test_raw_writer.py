@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
-from app.db import queries
+from app.db import queries, raw_writer
 from app.db.raw_writer import sqlite_datetime
 from app.db.tables import StoredFile, Task, TaskEvent, WebhookDelivery
 from app.db.task_writer import SessionWriter
@@ -76,7 +76,13 @@ async def rows_of(sessions, prefix: str) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-async def test_the_raw_writer_leaves_the_very_rows_the_orm_writes(deps: Deps, sessions, make_client_key) -> None:
+# On SQLite a table's rows go in as one statement while its parameters fit (app/db/raw_writer.py),
+# and as several when they do not: a bound of 8 splits every table's rows into runs of one or two.
+@pytest.mark.parametrize("parameters_bound", [raw_writer.SQLITE_MAX_VARIABLES, 8])
+async def test_the_raw_writer_leaves_the_very_rows_the_orm_writes(
+    deps: Deps, sessions, make_client_key, monkeypatch: pytest.MonkeyPatch, parameters_bound: int
+) -> None:
+    monkeypatch.setattr(raw_writer, "SQLITE_MAX_VARIABLES", parameters_bound)
     owner = (await make_client_key("raw")).id
     for prefix in ("orm-", "raw-"):
         await add_tasks(sessions, owner, f"{prefix}progress", f"{prefix}fail", state="pending")
