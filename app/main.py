@@ -36,7 +36,7 @@ from app.api import (
     webhooks,
 )
 from app.api.guard import RefuseNul
-from app.api.shortcuts import answered_from_cache, callback_lane, is_plain_callback
+from app.api.shortcuts import answered_from_cache, callback_lane, is_plain_callback, is_plain_status_read, status_lane
 from app.dashboard import routes as dashboard
 from app.db.migrate import head_revision
 from app.db.outage import is_outage
@@ -77,17 +77,22 @@ ROUTES = [route for module in ROUTE_MODULES for route in module.routes]
 
 
 class Gateway(Starlette):
-    """Starlette, but a provider callback and a status read the caches can answer go past its
-    middleware stack (app/api/shortcuts.py): they are the requests that come by the thousand per second."""
+    """Starlette, but provider callbacks and plain status reads go past its middleware stack
+    (app/api/shortcuts.py): they are the requests that come by the thousand per second."""
 
     def __init__(self, *, access_log: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.callback_lane = callback_lane(self.exception_handlers, access_log)
+        self.status_lane = status_lane(self.exception_handlers, access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if is_plain_callback(scope):
             await self.callback_lane(scope, receive, send)
-        elif not await answered_from_cache(scope, send):
+        elif await answered_from_cache(scope, send):
+            return
+        elif is_plain_status_read(scope):
+            await self.status_lane(scope, receive, send)
+        else:
             await super().__call__(scope, receive, send)
 
 

@@ -9,8 +9,8 @@ give it: the request's observation (`Observed`) and the app's own error handlers
 status read whose key and task status are both cached (`GET /api/images/status?taskId=ID` with
 `Authorization: Bearer`, nothing else in the query, no NUL in any header) is answered from
 memory, with the very bytes and headers the route and its middleware would send, and observed
-as they would observe it. Everything else, including every read the caches cannot answer, goes
-on to the stack and the router as before.
+as they would observe it; one they cannot answer goes straight to the route's own endpoint,
+wrapped as a callback is. Everything else goes on to the stack and the router as before.
 """
 
 from __future__ import annotations
@@ -57,9 +57,25 @@ class Handled:
             await response(scope, receive, send)
 
 
+class RequestEndpoint:
+    """A route's request -> response endpoint as an ASGI app, as the route would call it."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def callback_lane(handlers: Mapping[type[Exception], ErrorHandler], access_log: bool) -> ASGIApp:
     """The callback endpoint with what the middleware stack would have wrapped it in."""
     return Observed(Handled(callbacks.provider_callback, handlers), access_log=access_log)
+
+
+def status_lane(handlers: Mapping[type[Exception], ErrorHandler], access_log: bool) -> ASGIApp:
+    """The status route's endpoint with what the middleware stack would have wrapped it in."""
+    return Observed(Handled(RequestEndpoint(STATUS_ROUTE.endpoint), handlers), access_log=access_log)
 
 
 def is_plain_callback(scope: Scope) -> bool:
@@ -76,6 +92,17 @@ def is_plain_callback(scope: Scope) -> bool:
 
 
 STATUS_ROUTE = next(route for route in images.routes if getattr(route, "path", None) == STATUS_PATH)
+
+
+def is_plain_status_read(scope: Scope) -> bool:
+    """`GET /api/images/status?taskId=ID`, nothing else in the query and no NUL anywhere a NUL is
+    refused: a read the status lane answers as the stack would, its route set as the router sets it."""
+    if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != STATUS_PATH or scope.get("root_path"):
+        return False
+    if PLAIN_STATUS_QUERY.fullmatch(scope["query_string"]) is None or nul_in(scope):
+        return False
+    scope["path_params"], scope["route"], scope["endpoint"] = {}, STATUS_ROUTE, STATUS_ROUTE.endpoint
+    return True
 
 
 async def answered_from_cache(scope: Scope, send: Send) -> bool:

@@ -102,3 +102,28 @@ async def test_a_read_the_caches_answer_is_the_very_answer_the_route_gives(clien
     assert first[0] == 200 and (b"content-type", b"application/json") in first[1]
     assert (b"x-request-id", b"r1") in first[1]
     assert [await answer() for _ in range(5)] == [first] * 5
+
+
+async def test_a_plain_read_past_the_router_is_the_very_answer_the_router_gives(
+    client: httpx.AsyncClient, kie, client_of, gateway
+) -> None:
+    """`?taskId=ID` alone goes past the router (app/api/shortcuts.py: from the caches, else straight to
+    the route's endpoint); `?taskId=ID&` means the same to the route but goes through the router."""
+    task_id, _ = await slow_task(client, kie)
+
+    async def answer(http: httpx.AsyncClient, query: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        response = await http.get(f"/api/images/status?{query}", headers={"X-Request-ID": "r1"})
+        headers = [(name, value) for name, value in response.headers.raw if name.lower() not in (b"date", b"server")]
+        return response.status_code, headers, response.content
+
+    async with client_of(gateway) as other, httpx.AsyncClient(base_url=str(client.base_url)) as keyless:
+        cases = [
+            (client, task_id, 200),
+            (other, task_id, 404),  # someone else's
+            (client, "ih_" + "A" * 22, 404),  # nobody's: never cached, so always the endpoint's own answer
+            (keyless, task_id, 401),
+        ]
+        for http, asked, status in cases:
+            past_the_router = await answer(http, f"taskId={asked}")
+            through_the_router = await answer(http, f"taskId={asked}&")
+            assert past_the_router == through_the_router and past_the_router[0] == status, (asked, status)
