@@ -120,12 +120,14 @@ async def _sends(connection: Reader, provider: str, limit: tuple[int, timedelta]
 
 
 def place_frees(position: int, sends: list[datetime], limit: tuple[int, timedelta], now: datetime) -> datetime:
-    """When the window has room for the position-th create from now, given the sends it holds: its
-    free places now, then one as each send ages out; each place used then frees again a window later."""
+    """When the window has room for the position-th create from now, given the sends it holds (newest
+    first, as read): its free places now, then one as each send ages out, oldest first; each place
+    used then frees again a window later. Picked, not sorted: every read of a queued task asks."""
     count, window = limit
-    frees = [now] * (count - len(sends)) + sorted(max(now, at + window) for at in sends)
     laps, index = divmod(position - 1, count)
-    return frees[index] + laps * window
+    free_now = max(0, count - len(sends))
+    frees = now if index < free_now else max(now, sends[len(sends) - 1 - (index - free_now)] + window)
+    return frees + laps * window
 
 
 async def free_places(session: AsyncSession, provider: str, limit: tuple[int, timedelta], now: datetime) -> int:
