@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.outage import is_outage
-from app.db.sqlite_thread import SqliteThread
+from app.db.sqlite_thread import SqliteThread, rows_by_id
 from app.db.tables import Task
 
 MAX_BATCH = 256
@@ -158,16 +158,8 @@ class SqliteFetch:
         await self.connection.close()
 
 
-# The batch's rows as one JSON array: the sqlite3 module lets go of the GIL around every step of a
-# query, one per row, and taking it back from the busy event loop is most of what a step costs here.
-# The columns are text and integers, which JSON keeps exactly.
-STATUSES_AS_JSON = f"SELECT json_group_array(json_array({', '.join(TaskStatus._fields)})) FROM tasks WHERE id IN "
-
-
 def _query(task_ids: list[str], connection: sqlite3.Connection) -> list[TaskStatus]:
-    placeholders = ", ".join("?" * len(task_ids))  # only their count varies
-    (found,) = connection.execute(f"{STATUSES_AS_JSON}({placeholders})", task_ids).fetchone()
-    return [_decode(row) for row in json.loads(found)]
+    return [_decode(row) for row in rows_by_id(connection, "tasks", TaskStatus._fields, task_ids)]
 
 
 def _decode(row: tuple[Any, ...]) -> TaskStatus:
